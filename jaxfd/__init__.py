@@ -1,0 +1,33 @@
+"""jaxfd: differentiable finite-difference simulation in JAX."""
+
+from ._boundary import (
+    AbstractBoundaryCondition as AbstractBoundaryCondition,
+    Dirichlet as Dirichlet,
+    Extrapolate as Extrapolate,
+    Neumann as Neumann,
+    Periodic as Periodic,
+    Robin as Robin,
+    pad as pad,
+)
+from ._grid import Grid as Grid
+from ._linear import LinearOperator as LinearOperator
+from ._operators import (
+    advection as advection,
+    curl as curl,
+    diff as diff,
+    diffusion as diffusion,
+    divergence as divergence,
+    flux_divergence as flux_divergence,
+    gradient as gradient,
+    laplacian as laplacian,
+    mixed_diff as mixed_diff,
+)
+from ._stencil import (
+    backward_weights as backward_weights,
+    central_weights as central_weights,
+    closure_weights as closure_weights,
+    fornberg_weights as fornberg_weights,
+    forward_weights as forward_weights,
+)
+
+__version__ = "0.1.0"
