@@ -43,6 +43,8 @@ __all__ = [
     "Robin",
     "Extrapolate",
     "normalize_bc",
+    "GhostPadded",
+    "ghost_pad",
     "pad",
 ]
 
@@ -276,23 +278,62 @@ def _wall_ghosts(u, axis, width, bc, spacing, order, side):
     return ghosts
 
 
-def pad(u, axis: int, width: int, bc, spacing: float, order: int = 2):
-    """Pad `u` along `axis` with `width` ghost layers on each side.
+class GhostPadded(eqx.Module):
+    """A field with ghost layers along one axis, kept virtual.
 
-    Arguments:
-        u: field array (any leading batch handled by `jax.vmap`).
-        axis: the axis to pad.
-        width: ghost layers per side.
-        bc: a condition for both sides or a `(lo, hi)` pair.
-        spacing: the grid spacing along `axis`.
-        order: wall ghosts are exact for polynomials of degree `< order`.
-
-    Returns:
-        The padded array, `2 * width` longer along `axis`.
+    `view(start, length)` is the window `[start, start + length)` of the
+    padded array `concatenate([lo, u, hi])`, built from `u` and the thin ghost
+    slabs with `lax.pad` (negative padding slices, positive padding zero-fills).
+    XLA fuses such pads into the stencil that consumes them, so applying a
+    stencil reads `u` once and writes its result once; a materialised
+    concatenate would cost an extra pass through memory per axis.
     """
+
+    u: jax.Array
+    lo: jax.Array  # ghost layers below the first cell, outermost first
+    hi: jax.Array  # ghost layers above the last cell, innermost first
+    axis: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+
+    @property
+    def n(self) -> int:
+        return self.u.shape[self.axis]
+
+    def _place(self, part, offset, start, length):
+        """`part` (occupying padded positions [offset, offset + size)) in the window."""
+        size = part.shape[self.axis]
+        if offset + size <= start or offset >= start + length:
+            return None
+        config = [(0, 0, 0)] * part.ndim
+        config[self.axis] = (offset - start, start + length - offset - size, 0)
+        return lax.pad(part, jnp.zeros((), part.dtype), config)
+
+    def view(self, start: int, length: int):
+        """Window of the padded array along the axis; other axes unchanged."""
+        if start < 0 or start + length > self.n + 2 * self.width:
+            raise ValueError(
+                f"Window [{start}, {start + length}) outside the padded range "
+                f"[0, {self.n + 2 * self.width})."
+            )
+        parts = [
+            self._place(self.lo, 0, start, length),
+            self._place(self.u, self.width, start, length),
+            self._place(self.hi, self.width + self.n, start, length),
+        ]
+        parts = [p for p in parts if p is not None]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return out
+
+    def materialize(self):
+        """The padded array itself (one concatenate)."""
+        return jnp.concatenate([self.lo, self.u, self.hi], axis=self.axis)
+
+
+def ghost_pad(u, axis: int, width: int, bc, spacing: float, order: int = 2) -> GhostPadded:
+    """Ghost layers for `u` along `axis` as a `GhostPadded` (see `pad`)."""
     lo, hi = (bc, bc) if _is_bc(bc) else bc
-    if width == 0:
-        return u
     n = u.shape[axis]
     if isinstance(lo, Periodic):
         if n < width:
@@ -302,10 +343,32 @@ def pad(u, axis: int, width: int, bc, spacing: float, order: int = 2):
             )
         low = lax.slice_in_dim(u, n - width, n, axis=axis)
         high = lax.slice_in_dim(u, 0, width, axis=axis)
-        return jnp.concatenate([low, u, high], axis=axis)
-    low = _wall_ghosts(u, axis, width, lo, spacing, order, side=0)[::-1]
-    high = _wall_ghosts(u, axis, width, hi, spacing, order, side=1)
-    return jnp.concatenate([*low, u, *high], axis=axis)
+    elif width == 0:
+        low = high = lax.slice_in_dim(u, 0, 0, axis=axis)
+    else:
+        low = jnp.concatenate(_wall_ghosts(u, axis, width, lo, spacing, order, side=0)[::-1], axis=axis)
+        high = jnp.concatenate(_wall_ghosts(u, axis, width, hi, spacing, order, side=1), axis=axis)
+    return GhostPadded(u, low, high, axis, width)
+
+
+def pad(u, axis: int, width: int, bc, spacing: float, order: int = 2):
+    """Pad `u` along `axis` with `width` ghost layers on each side.
+
+    Arguments:
+        u: field array (batch with `jax.vmap`).
+        axis: the axis to pad.
+        width: ghost layers per side.
+        bc: a condition for both sides or a `(lo, hi)` pair.
+        spacing: the grid spacing along `axis`.
+        order: wall ghosts are exact for polynomials of degree `< order`
+            (the local order of the closure; 2 gives the classic ghost cells).
+
+    Returns:
+        The padded array, `2 * width` longer along `axis`. Operators use the
+        virtual form (`ghost_pad(...).view`) so that XLA fuses the ghosts into
+        the stencil instead of writing the padded array to memory.
+    """
+    return ghost_pad(u, axis, width, bc, spacing, order).materialize()
 
 
 def is_periodic(pair: Sequence) -> bool:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._boundary import Extrapolate, Neumann, Periodic, normalize_bc, pad
+from ._boundary import Extrapolate, Neumann, Periodic, ghost_pad, normalize_bc
 from ._grid import Grid
 from ._stencil import central_half_width, central_weights, check_accuracy
 
@@ -45,6 +45,7 @@ __all__ = [
 Closure = Literal["standard", "full"]
 
 _SCHEME_ORDER = {"upwind1": 1, "upwind3": 3, "weno5": 5}
+_SPEED_MARGIN = 1.1
 
 
 def _check_grid(grid):
@@ -71,13 +72,13 @@ def _check_points(grid: Grid, axis: int, needed: int, what: str):
 def _apply_along(u, axis, offsets, weights, pair, spacing, order, scale):
     """sum_s w_s u[i + s] along `axis`, with ghost cells from `pair`, times `scale`."""
     width = int(max(abs(int(o)) for o in offsets))
-    padded = pad(u, axis, width, pair, spacing, order)
+    padded = ghost_pad(u, axis, width, pair, spacing, order)
     n = u.shape[axis]
     out = None
     for s, w in zip(offsets, weights):
         if w == 0.0:
             continue
-        shifted = lax.slice_in_dim(padded, width + int(s), width + int(s) + n, axis=axis)
+        shifted = padded.view(width + int(s), n)
         term = jnp.asarray(w, u.dtype) * shifted
         out = term if out is None else out + term
     return out * jnp.asarray(scale, u.dtype)
@@ -213,10 +214,10 @@ def _face_coefficient(k, axis, pair, h, mean):
     """k at the n+1 faces along `axis` (face f between cells f-1 and f)."""
     # Walls reuse the wall cell's coefficient (zero-gradient ghost); periodic wraps.
     kbc = pair if isinstance(pair[0], Periodic) else (Neumann(0.0), Neumann(0.0))
-    kp = pad(k, axis, 1, kbc, h, 2)
+    kp = ghost_pad(k, axis, 1, kbc, h, 2)
     n = k.shape[axis]
-    left = lax.slice_in_dim(kp, 0, n + 1, axis=axis)
-    right = lax.slice_in_dim(kp, 1, n + 2, axis=axis)
+    left = kp.view(0, n + 1)
+    right = kp.view(1, n + 1)
     if mean == "harmonic":
         return 2.0 * left * right / (left + right)
     if mean == "arithmetic":
@@ -250,8 +251,8 @@ def diffusion(u, grid: Grid, coefficient, *, bc, mean: str = "harmonic"):
         h = grid.spacing[a]
         _check_points(grid, a, 2, "diffusion")
         n = u.shape[a]
-        up = pad(u, a, 1, pairs[a], h, 2)
-        grad_face = (lax.slice_in_dim(up, 1, n + 2, axis=a) - lax.slice_in_dim(up, 0, n + 1, axis=a))
+        up = ghost_pad(u, a, 1, pairs[a], h, 2)
+        grad_face = up.view(1, n + 1) - up.view(0, n + 1)
         kf = k if k.ndim == 0 else _face_coefficient(k, a, pairs[a], h, mean)
         flux = kf * grad_face
         term = (lax.slice_in_dim(flux, 1, n + 1, axis=a) - lax.slice_in_dim(flux, 0, n, axis=a))
@@ -290,19 +291,18 @@ def _scheme_padding(scheme, closure):
     return p, (p + 1) // 2, _ghost_order(closure, max(p, 2), 1 if closure == "full" else 0)
 
 
-def _reconstruct(padded, width, n, axis, p):
+def _reconstruct(padded, n, p):
     """Left- and right-biased values at the n+1 faces along `axis` of a padded field.
 
     Face f lies between cells f-1 and f. `left[f]` is reconstructed from
     cells upwind of it for flow in +x (centred on cell f-1), `right[f]` for
     flow in -x (centred on cell f).
     """
-    dtype = padded.dtype
+    dtype = padded.u.dtype
 
     def cells(shift):
         # cells f - 1 + shift for faces f = 0..n
-        start = width - 1 + shift
-        return lax.slice_in_dim(padded, start, start + n + 1, axis=axis)
+        return padded.view(padded.width - 1 + shift, n + 1)
 
     if p == 1:
         return cells(0), cells(1)
@@ -367,7 +367,7 @@ def advection(u, velocity, grid: Grid, *, bc, scheme: str = "weno5",
         n = u.shape[a]
         h = grid.spacing[a]
         p, width, q = _scheme_padding(scheme, closure)
-        left, right = _reconstruct(pad(u, a, width, pairs[a], h, q), width, n, a, p)
+        left, right = _reconstruct(ghost_pad(u, a, width, pairs[a], h, q), n, p)
         d_minus = _face_difference(left, n, a, h)
         d_plus = _face_difference(right, n, a, h)
         v = comps[a]
@@ -393,7 +393,8 @@ def flux_divergence(u, grid: Grid, flux: Callable, *, bc, scheme: str = "weno5",
         bc: boundary conditions of `u`.
         scheme: `"upwind1"`, `"upwind3"` or `"weno5"`.
         max_speed: $\alpha \ge \max|f_a'(u)|$, a scalar or one per axis. When
-            `None`, computed from `u` as $\max|f_a'(u)|$ with a `jvp`.
+            `None`, $1.1 \max|f_a'(u)|$ computed from `u` with a `jvp` (the
+            margin keeps fifth order where $u$ has extrema).
 
     Returns:
         $\nabla\cdot F(u)$, the term that appears as $u_t + \nabla\cdot F(u) = 0$.
@@ -414,7 +415,12 @@ def flux_divergence(u, grid: Grid, flux: Callable, *, bc, scheme: str = "weno5",
         )
     if max_speed is None:
         _, slopes = jax.jvp(flux_of, (u,), (jnp.ones_like(u),))
-        speeds = [lax.stop_gradient(jnp.max(jnp.abs(slopes[a]))) for a in range(grid.ndim)]
+        # A margin above max|f'| keeps f+- free of degenerate critical points
+        # (where f'+- and f''+- vanish together), at which WENO weights lose order.
+        margin = jnp.asarray(_SPEED_MARGIN, u.dtype)
+        speeds = [
+            lax.stop_gradient(margin * jnp.max(jnp.abs(slopes[a]))) for a in range(grid.ndim)
+        ]
     else:
         ms = jnp.asarray(max_speed, u.dtype)
         speeds = [ms if ms.ndim == 0 else ms[a] for a in range(grid.ndim)]
@@ -425,14 +431,17 @@ def flux_divergence(u, grid: Grid, flux: Callable, *, bc, scheme: str = "weno5",
         h = grid.spacing[a]
         p, width, q = _scheme_padding(scheme, closure)
         # Ghost cells belong to u (its conditions); fluxes are pointwise in u.
-        padded = pad(u, a, width, pairs[a], h, q)
-        f_padded = flux_of(padded)[a]
+        padded = ghost_pad(u, a, width, pairs[a], h, q)
         half = jnp.asarray(0.5, u.dtype)
-        f_plus = half * (f_padded + speeds[a] * padded)
-        f_minus = half * (f_padded - speeds[a] * padded)
+
+        def split(values, sign):
+            return half * (flux_of(values)[a] + sign * speeds[a] * values)
+
+        f_plus = jax.tree_util.tree_map(lambda x: split(x, 1), padded)
+        f_minus = jax.tree_util.tree_map(lambda x: split(x, -1), padded)
         # f+ travels right, so it is reconstructed from the left; f- from the right.
-        plus_left, _ = _reconstruct(f_plus, width, n, a, p)
-        _, minus_right = _reconstruct(f_minus, width, n, a, p)
+        plus_left, _ = _reconstruct(f_plus, n, p)
+        _, minus_right = _reconstruct(f_minus, n, p)
         term = _face_difference(plus_left + minus_right, n, a, h)
         out = term if out is None else out + term
     return out
