@@ -9,6 +9,7 @@ from ._boundary import (
     Robin as Robin,
     pad as pad,
 )
+from ._buffered import buffered as buffered
 from ._grid import Grid as Grid
 from ._linear import LinearOperator as LinearOperator
 from ._operators import (
@@ -28,6 +29,17 @@ from ._stencil import (
     closure_weights as closure_weights,
     fornberg_weights as fornberg_weights,
     forward_weights as forward_weights,
+)
+
+from .time import (
+    RK4 as RK4,
+    SSPRK3 as SSPRK3,
+    AbstractStepper as AbstractStepper,
+    Euler as Euler,
+    Heun as Heun,
+    SaveAt as SaveAt,
+    Solution as Solution,
+    simulate as simulate,
 )
 
 __version__ = "0.1.0"

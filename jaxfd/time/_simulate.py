@@ -1,0 +1,335 @@
+"""`simulate`: fixed-step method-of-lines integration as one compiled loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._steppers import RK4, AbstractStepper
+
+__all__ = ["SaveAt", "Solution", "simulate"]
+
+Checkpoint = Literal["none", "step", "nested", "recursive"]
+_STEP_TOL = 1e-9
+
+
+class SaveAt(eqx.Module):
+    """Which states `simulate` returns.
+
+    Arguments:
+        t0: include the initial state.
+        t1: include the final state.
+        ts: times to save at; each must lie on the step grid `t0 + k dt`
+            (within 1e-9 relative) inside `[t0, t1]`.
+        every: save after every `every` steps (and at `t1`).
+
+    Default: the final state only.
+    """
+
+    t0: bool = eqx.field(static=True, default=False)
+    t1: bool = eqx.field(static=True, default=True)
+    ts: tuple[float, ...] | None = eqx.field(static=True, default=None)
+    every: int | None = eqx.field(static=True, default=None)
+
+    def __init__(self, *, t0: bool = False, t1: bool = True, ts: Sequence[float] | None = None,
+                 every: int | None = None):
+        if ts is not None and every is not None:
+            raise ValueError("Pass SaveAt(ts=...) or SaveAt(every=...), not both.")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"Expected SaveAt(every=k) with an integer k >= 1, got {every!r}.")
+        self.t0 = bool(t0)
+        self.t1 = bool(t1)
+        self.ts = None if ts is None else tuple(float(t) for t in np.asarray(ts, dtype=np.float64).ravel())
+        self.every = every
+
+
+class Solution(eqx.Module):
+    """What `simulate` returns.
+
+    Attributes:
+        ts: save times, shape `(n_saves,)`.
+        us: saved states stacked on a leading time axis (same pytree as `u0`).
+        stats: `num_steps` (steps taken), `dt`, `failed_step` (first check
+            point with a non-finite state, -1 if none) and `result`
+            (0 success, 1 non-finite state).
+    """
+
+    ts: jax.Array
+    us: Any
+    stats: dict
+
+
+def _save_steps(saveat: SaveAt, t0: float, t1: float, dt: float, n_steps: int) -> np.ndarray:
+    """Step indices (0 = initial state) at which states are saved, sorted, unique."""
+    steps = []
+    if saveat.t0:
+        steps.append(0)
+    if saveat.every is not None:
+        steps.extend(range(saveat.every, n_steps + 1, saveat.every))
+    if saveat.ts is not None:
+        for t in saveat.ts:
+            if not (t0 - _STEP_TOL * max(1.0, abs(t0)) <= t <= t1 + _STEP_TOL * max(1.0, abs(t1))):
+                raise ValueError(
+                    f"SaveAt time {t} lies outside [t0, t1] = [{t0}, {t1}]; save only inside the "
+                    "integration interval."
+                )
+            k = (t - t0) / dt
+            kr = round(k)
+            if abs(k - kr) > 1e-6 and not math.isclose(t, t1, rel_tol=1e-9, abs_tol=1e-12):
+                raise ValueError(
+                    f"SaveAt time {t} is not on the step grid t0 + k*dt (k = {k:.6g}); choose "
+                    f"times that are multiples of dt = {dt} after t0, or a dt that divides them."
+                )
+            steps.append(min(kr, n_steps) if not math.isclose(t, t1, rel_tol=1e-9, abs_tol=1e-12) else n_steps)
+    if saveat.t1:
+        steps.append(n_steps)
+    steps = sorted(set(steps))
+    if not steps:
+        raise ValueError("SaveAt selects no states; ask for t1=True, t0=True, ts=... or every=k.")
+    return np.asarray(steps, dtype=np.int64)
+
+
+def _tree_isfinite(u):
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(u)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | None):
+    """Apply `step_fn(k, u)` for k = start..start+count-1 under a checkpointing policy."""
+    if count == 0:
+        return u
+    if checkpoint == "none":
+        def body(v, k):
+            return step_fn(k, v), None
+        return lax.scan(body, u, start + jnp.arange(count))[0]
+    if checkpoint == "step":
+        ck = jax.checkpoint(step_fn)
+
+        def body(v, k):
+            return ck(k, v), None
+        return lax.scan(body, u, start + jnp.arange(count))[0]
+    if checkpoint == "nested":
+        inner = max(1, math.isqrt(count))
+        outer, rest = divmod(count, inner)
+
+        @jax.checkpoint
+        def chunk(v, k0):
+            def body(w, k):
+                return step_fn(k, w), None
+            return lax.scan(body, v, k0 + jnp.arange(inner))[0]
+
+        def outer_body(v, j):
+            return chunk(v, start + j * inner), None
+
+        u = lax.scan(outer_body, u, jnp.arange(outer))[0]
+        return _run_steps(step_fn, u, start + outer * inner, rest, "none", None)
+    if checkpoint == "recursive":
+        def cond(carry):
+            return carry[0] < start + count
+
+        def body(carry):
+            k, v = carry
+            return k + 1, step_fn(k, v)
+
+        return eqxi.while_loop(cond, body, (jnp.asarray(start), u), max_steps=count,
+                               kind="checkpointed", checkpoints=checkpoints)[1]
+    raise ValueError(
+        f"Expected checkpoint to be one of 'none', 'step', 'nested', 'recursive', got {checkpoint!r}."
+    )
+
+
+def _check_rhs(rhs, t0, u0, args):
+    try:
+        out = jax.eval_shape(rhs, t0, u0, args)
+    except Exception as e:  # the user's function failed to trace; re-raise with context
+        raise type(e)(f"rhs(t, u, args) failed on u0: {e}") from e
+    s_in = jax.tree_util.tree_structure(u0)
+    s_out = jax.tree_util.tree_structure(out)
+    if s_in != s_out:
+        raise ValueError(
+            f"rhs(t, u, args) must return the same pytree structure as u0; got {s_out} for u0 "
+            f"structure {s_in}."
+        )
+    for a, b in zip(jax.tree_util.tree_leaves(u0), jax.tree_util.tree_leaves(out)):
+        if a.shape != b.shape:
+            raise ValueError(
+                f"rhs(t, u, args) returned a field of shape {b.shape} for a state of shape "
+                f"{a.shape}; du/dt must have the shape of u."
+            )
+
+
+def _validate_times(t0, t1, dt):
+    for name, v in (("t0", t0), ("t1", t1), ("dt", dt)):
+        try:
+            float(v)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            raise TypeError(
+                f"{name} must be a concrete number (it sets the number of steps), got {v!r}."
+            ) from None
+    t0, t1, dt = float(t0), float(t1), float(dt)
+    if not all(map(math.isfinite, (t0, t1, dt))):
+        raise ValueError(f"Expected finite t0, t1, dt; got t0={t0}, t1={t1}, dt={dt}.")
+    if dt <= 0:
+        raise ValueError(f"Expected dt > 0, got dt={dt}. Integrate backwards by negating time in rhs.")
+    if t1 < t0:
+        raise ValueError(f"Expected t1 >= t0 for a positive dt, got t0={t0}, t1={t1}.")
+    return t0, t1, dt
+
+
+def simulate(
+    rhs: Callable,
+    u0,
+    t0: float,
+    t1: float,
+    dt: float,
+    stepper: AbstractStepper = RK4(),
+    args=None,
+    saveat: SaveAt = SaveAt(),
+    checkpoint: Checkpoint = "nested",
+    checkpoints: int | None = None,
+    throw: bool = True,
+) -> Solution:
+    r"""Integrate $du/dt = \mathrm{rhs}(t, u, \mathrm{args})$ from `t0` to `t1` with step `dt`.
+
+    The whole loop is one `lax.scan` (or checkpointed while loop) inside one
+    compiled program; compile time does not depend on the number of steps.
+    When `(t1 - t0)/dt` is not an integer the last step is shortened to end
+    exactly at `t1`.
+
+    Arguments:
+        rhs: `rhs(t, u, args) -> du/dt`, with `u` any pytree of arrays.
+        u0: initial state.
+        t0, t1, dt: concrete numbers (they fix the number of steps).
+        stepper: a time stepper (`fd.RK4()`, `fd.SSPRK3()`, ...).
+        args: anything `rhs` needs (coefficients, boundary values); gradients
+            flow into it.
+        saveat: which states to return (`fd.SaveAt`).
+        checkpoint: memory policy for reverse-mode gradients:
+            `"none"` stores every step's intermediates (fastest, memory O(T));
+            `"step"` stores one state per step and recomputes the stages;
+            `"nested"` (default) stores O(sqrt(T)) states (two-level scan);
+            `"recursive"` uses a binomial (treeverse) schedule with
+            `checkpoints` states (default ~log2(T)); reverse mode only.
+        throw: raise on a non-finite state (naming the step interval and time);
+            with `False` the solution reports it in `stats["result"]`.
+
+    Returns:
+        A `Solution` with `ts`, `us` (stacked on a leading time axis) and `stats`.
+    """
+    t0, t1, dt = _validate_times(t0, t1, dt)
+    if not isinstance(stepper, AbstractStepper):
+        raise TypeError(f"Expected a jaxfd stepper (e.g. fd.RK4()), got {stepper!r}.")
+    if not isinstance(saveat, SaveAt):
+        raise TypeError(f"Expected saveat to be an fd.SaveAt, got {saveat!r}.")
+    n_steps = max(0, math.ceil((t1 - t0) / dt - _STEP_TOL))
+    _check_rhs(rhs, t0, u0, args)
+    save_steps = _save_steps(saveat, t0, t1, dt, n_steps)
+    ts, us, failed = _simulate_impl(
+        rhs, u0, args, stepper, t0=t0, t1=t1, dt=dt, n_steps=n_steps,
+        save_steps=tuple(int(s) for s in save_steps), checkpoint=checkpoint,
+        checkpoints=checkpoints, throw=bool(throw),
+    )
+    stats = {
+        "num_steps": n_steps,
+        "dt": dt,
+        "failed_step": failed,
+        "result": (failed >= 0).astype(jnp.int32),
+    }
+    return Solution(ts=ts, us=us, stats=stats)
+
+
+def _progressions(steps: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Split sorted save steps (> 0) into arithmetic runs (first, stride, count)."""
+    runs = []
+    i = 0
+    while i < len(steps):
+        if i + 1 == len(steps):
+            runs.append((steps[i], 1, 1))
+            break
+        stride = steps[i + 1] - steps[i]
+        j = i + 1
+        while j + 1 < len(steps) and steps[j + 1] - steps[j] == stride:
+            j += 1
+        runs.append((steps[i], stride, j - i + 1))
+        i = j + 1
+    return runs
+
+
+_MAX_MESSAGES = 256
+
+
+def _failure_messages(checks: list[int], t0, t1, dt):
+    """Static messages for the error raised at a non-finite check, bucketed to at most 256."""
+    buckets = np.array_split(np.arange(len(checks)), min(len(checks), _MAX_MESSAGES))
+    messages, bucket_of = [], np.zeros(len(checks), np.int32)
+    for b, idx in enumerate(buckets):
+        lo = checks[idx[0] - 1] if idx[0] > 0 else 0
+        hi = checks[idx[-1]]
+        bucket_of[idx] = b
+        messages.append(
+            f"simulate: the state became non-finite (NaN or inf) between step {lo} "
+            f"(t = {min(t0 + lo * dt, t1):.6g}) and step {hi} (t = {min(t0 + hi * dt, t1):.6g}). "
+            "Reduce dt (explicit stability limit), check coefficients and boundary data, or "
+            "pass throw=False and read solution.stats['failed_step']."
+        )
+    return tuple(messages), bucket_of
+
+
+@eqx.filter_jit
+def _simulate_impl(rhs, u0, args, stepper, *, t0, t1, dt, n_steps, save_steps, checkpoint,
+                   checkpoints, throw):
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(u0))
+    t0_a, t1_a, dt_a = (jnp.asarray(x, dtype) for x in (t0, t1, dt))
+
+    def step_fn(k, u):
+        t = t0_a + k.astype(dtype) * dt_a
+        h = jnp.minimum(dt_a, t1_a - t)
+        return stepper.step(rhs, t, u, h, args)
+
+    def advance(u, start, count, failed, check_step):
+        u = _run_steps(step_fn, u, start, count, checkpoint, checkpoints)
+        bad = (failed < 0) & ~_tree_isfinite(u)
+        return u, jnp.where(bad, check_step, failed)
+
+    failed = jnp.asarray(-1, jnp.int32)
+    u = u0
+    pieces = []  # stacked saved states, in order
+    position = 0
+    if save_steps[0] == 0:
+        pieces.append(jax.tree_util.tree_map(lambda x: x[None], u0))
+    for first, stride, count in _progressions([s for s in save_steps if s > 0]):
+        u, failed = advance(u, position, first - position, failed, jnp.int32(first))
+
+        def body(carry, j, stride=stride, first=first):
+            v, f = carry
+            start = first + j * stride
+            v, f = advance(v, start, stride, f, (start + stride).astype(jnp.int32))
+            return (v, f), v
+
+        saved_first = jax.tree_util.tree_map(lambda x: x[None], u)
+        if count > 1:
+            (u, failed), rest = lax.scan(body, (u, failed), jnp.arange(count - 1))
+            pieces.append(jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), saved_first, rest))
+        else:
+            pieces.append(saved_first)
+        position = first + stride * (count - 1)
+    if position < n_steps:
+        u, failed = advance(u, position, n_steps - position, failed, jnp.int32(n_steps))
+    us = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *pieces)
+    if throw:
+        checks = [s for s in save_steps if s > 0]
+        if not checks or checks[-1] < n_steps:
+            checks.append(n_steps)
+        messages, bucket_of = _failure_messages(checks, t0, t1, dt)
+        index = jnp.asarray(bucket_of)[jnp.argmax(jnp.asarray(checks) == failed)]
+        us = eqx.branched_error_if(us, failed >= 0, index, messages)
+    ts = jnp.asarray([min(t0 + s * dt, t1) for s in save_steps], dtype)
+    return ts, us, failed
