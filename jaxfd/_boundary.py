@@ -246,13 +246,11 @@ def _layer(u, index, axis):
 
 
 def _face_data_layer(x, axis, ndim):
-    """Insert the normal axis into face data so it broadcasts against a cell layer.
-
-    Face data broadcasts against the face shape from the right, so the normal
-    axis goes in only if the data reaches back past it.
-    """
-    position = jnp.ndim(x) - (ndim - 1 - axis)
-    return jnp.expand_dims(x, position) if position >= 0 and jnp.ndim(x) > 0 else x
+    """Face data (scalar, or broadcastable to the face shape) as a full-rank cell layer."""
+    if jnp.ndim(x) == 0:
+        return x
+    x = jnp.reshape(x, (1,) * (ndim - 1 - jnp.ndim(x)) + jnp.shape(x))
+    return jnp.expand_dims(x, axis)
 
 
 def _wall_ghosts(u, axis, width, bc, spacing, order, side):
