@@ -147,10 +147,7 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
 
 
 def _check_rhs(rhs, t0, u0, args):
-    try:
-        out = jax.eval_shape(rhs, t0, u0, args)
-    except Exception as e:  # the user's function failed to trace; re-raise with context
-        raise type(e)(f"rhs(t, u, args) failed on u0: {e}") from e
+    out = jax.eval_shape(rhs, t0, u0, args)
     s_in = jax.tree_util.tree_structure(u0)
     s_out = jax.tree_util.tree_structure(out)
     if s_in != s_out:
@@ -329,7 +326,7 @@ def _simulate_impl(rhs, u0, args, stepper, *, t0, t1, dt, n_steps, save_steps, c
         if not checks or checks[-1] < n_steps:
             checks.append(n_steps)
         messages, bucket_of = _failure_messages(checks, t0, t1, dt)
-        index = jnp.asarray(bucket_of)[jnp.argmax(jnp.asarray(checks) == failed)]
+        index = jnp.asarray(bucket_of)[jnp.argmax(jnp.asarray(checks, jnp.int32) == failed)]
         us = eqx.branched_error_if(us, failed >= 0, index, messages)
     ts = jnp.asarray([min(t0 + s * dt, t1) for s in save_steps], dtype)
     return ts, us, failed
