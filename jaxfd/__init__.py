@@ -38,6 +38,9 @@ from .time import (
     Euler as Euler,
     Heun as Heun,
     SaveAt as SaveAt,
+    cfl_number as cfl_number,
+    diffusion_number as diffusion_number,
+    max_stable_dt as max_stable_dt,
     Solution as Solution,
     simulate as simulate,
 )

@@ -175,3 +175,33 @@ def test_compile_once_for_any_step_count():
     # body), independent of the 100 vs 1000 steps
     per_compile = len(traces) / 2
     assert per_compile <= 3, traces
+
+
+@pytest.mark.parametrize("stepper", STEPPERS, ids=lambda s: type(s).__name__)
+def test_unstable_explicit_dt_is_refused_and_stable_dt_runs(stepper):
+    grid = fd.Grid((48,), ((0.0, 1.0),))
+    (x,) = grid.mesh()
+
+    def rhs(t, u, nu):
+        return nu * fd.laplacian(u, grid, bc=fd.Dirichlet(0.0))
+
+    dt_max = fd.max_stable_dt(stepper, grid, diffusivity=0.5)
+    # the symbol bound matches the known limits: Euler 2/(4 nu / h^2) = h^2 / (2 nu)
+    if isinstance(stepper, fd.Euler):
+        np.testing.assert_allclose(dt_max, grid.spacing[0] ** 2 / (2 * 0.5), rtol=1e-12)
+    u0 = jnp.sin(np.pi * x)
+    sol = fd.simulate(rhs, u0, 0.0, 40 * dt_max, 0.97 * dt_max, stepper=stepper, args=0.5)
+    assert bool(jnp.all(jnp.isfinite(sol.us)))
+    with pytest.raises(ValueError, match="stability limit"):
+        fd.simulate(rhs, u0, 0.0, 40 * dt_max, 1.15 * dt_max, stepper=stepper, args=0.5)
+    # overridable: runs (and, being unstable, grows) when asked
+    sol = fd.simulate(rhs, u0 + 1e-3 * jnp.cos(40 * x), 0.0, 400 * dt_max, 1.15 * dt_max,
+                      stepper=stepper, args=0.5, stability="ignore", throw=False)
+    assert float(jnp.max(jnp.abs(sol.us[-1]))) > 10.0 or int(sol.stats["result"]) == 1
+
+
+def test_cfl_and_diffusion_numbers():
+    grid = fd.Grid((10, 20), ((0.0, 1.0), (0.0, 2.0)))
+    assert fd.diffusion_number(2.0, 0.001, grid) == pytest.approx(0.001 * 2.0 * (100 + 100))
+    assert fd.cfl_number([1.0, -3.0], 0.01, grid) == pytest.approx(0.01 * (10 + 30))
+    assert fd.max_stable_dt(fd.Euler(), grid, velocity=[1.0, 1.0]) == 0.0

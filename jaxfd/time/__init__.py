@@ -9,3 +9,9 @@ from ._steppers import (
     RK4 as RK4,
     SSPRK3 as SSPRK3,
 )
+from ._stability import (
+    cfl_number as cfl_number,
+    diffusion_number as diffusion_number,
+    estimate_spectral_radius as estimate_spectral_radius,
+    max_stable_dt as max_stable_dt,
+)

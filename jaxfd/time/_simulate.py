@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._stability import check_explicit_stability
 from ._steppers import RK4, AbstractStepper
 
 __all__ = ["SaveAt", "Solution", "simulate"]
@@ -95,6 +96,10 @@ def _save_steps(saveat: SaveAt, t0: float, t1: float, dt: float, n_steps: int) -
     if not steps:
         raise ValueError("SaveAt selects no states; ask for t1=True, t0=True, ts=... or every=k.")
     return np.asarray(steps, dtype=np.int64)
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _tree_isfinite(u):
@@ -193,6 +198,7 @@ def simulate(
     checkpoint: Checkpoint = "nested",
     checkpoints: int | None = None,
     throw: bool = True,
+    stability: Literal["check", "ignore"] = "check",
 ) -> Solution:
     r"""Integrate $du/dt = \mathrm{rhs}(t, u, \mathrm{args})$ from `t0` to `t1` with step `dt`.
 
@@ -217,6 +223,11 @@ def simulate(
             `checkpoints` states (default ~log2(T)); reverse mode only.
         throw: raise on a non-finite state (naming the step interval and time);
             with `False` the solution reports it in `stats["result"]`.
+        stability: with `"check"` (default) and concrete `u0`/`args`, an
+            explicit stepper whose `dt` exceeds its stability limit (estimated
+            from the spectral radius of the right-hand side's Jacobian at `u0`,
+            by power iteration) is refused with a `ValueError`; `"ignore"`
+            skips the check.
 
     Returns:
         A `Solution` with `ts`, `us` (stacked on a leading time axis) and `stats`.
@@ -229,6 +240,10 @@ def simulate(
     n_steps = max(0, math.ceil((t1 - t0) / dt - _STEP_TOL))
     _check_rhs(rhs, t0, u0, args)
     save_steps = _save_steps(saveat, t0, t1, dt, n_steps)
+    if stability not in ("check", "ignore"):
+        raise ValueError(f"Expected stability='check' or 'ignore', got {stability!r}.")
+    if stability == "check" and n_steps > 0 and _is_concrete((u0, args)):
+        check_explicit_stability(stepper, rhs, t0, u0, args, min(dt, t1 - t0))
     ts, us, failed = _simulate_impl(
         rhs, u0, args, stepper, t0=t0, t1=t1, dt=dt, n_steps=n_steps,
         save_steps=tuple(int(s) for s in save_steps), checkpoint=checkpoint,

@@ -1,0 +1,8 @@
+"""`python -m jaxfd`: the same as the `jaxfd` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
