@@ -31,6 +31,14 @@ from ._stencil import (
     forward_weights as forward_weights,
 )
 
+from .solve import (
+    CG as CG,
+    GMRES as GMRES,
+    AbstractLinearSolver as AbstractLinearSolver,
+    BiCGStab as BiCGStab,
+    SolveInfo as SolveInfo,
+    solve as solve,
+)
 from .time import (
     RK4 as RK4,
     SSPRK3 as SSPRK3,

@@ -1,0 +1,9 @@
+"""Linear (and later nonlinear) solves with implicit differentiation."""
+
+from ._krylov import (
+    CG as CG,
+    GMRES as GMRES,
+    AbstractLinearSolver as AbstractLinearSolver,
+    BiCGStab as BiCGStab,
+)
+from ._solve import SolveInfo as SolveInfo, solve as solve
