@@ -40,6 +40,13 @@ from .solve import (
     solve as solve,
 )
 from .time import (
+    ETDRK4 as ETDRK4,
+    IMEX222 as IMEX222,
+    BackwardEuler as BackwardEuler,
+    CrankNicolson as CrankNicolson,
+    IMEXEuler as IMEXEuler,
+    Split as Split,
+    StormerVerlet as StormerVerlet,
     RK4 as RK4,
     SSPRK3 as SSPRK3,
     AbstractStepper as AbstractStepper,

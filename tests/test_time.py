@@ -205,3 +205,73 @@ def test_cfl_and_diffusion_numbers():
     assert fd.diffusion_number(2.0, 0.001, grid) == pytest.approx(0.001 * 2.0 * (100 + 100))
     assert fd.cfl_number([1.0, -3.0], 0.01, grid) == pytest.approx(0.01 * (10 + 30))
     assert fd.max_stable_dt(fd.Euler(), grid, velocity=[1.0, 1.0]) == 0.0
+
+
+def _semilinear_problem():
+    grid = fd.Grid((32,), ((0.0, 2 * np.pi),))
+    (x,) = grid.mesh()
+
+    def linear(t, u, args):
+        return 0.5 * fd.laplacian(u, grid, bc=fd.Periodic(), accuracy=4)
+
+    def nonlinear(t, u, args):
+        return jnp.sin(u) * jnp.cos(t)
+
+    return fd.Split(explicit=nonlinear, implicit=linear), jnp.cos(x) + 0.5
+
+
+@pytest.mark.parametrize(
+    "stepper",
+    [fd.BackwardEuler(newton_steps=3), fd.CrankNicolson(newton_steps=3), fd.IMEXEuler(),
+     fd.IMEX222(), fd.ETDRK4()],
+    ids=lambda s: type(s).__name__,
+)
+def test_implicit_imex_exponential_orders(stepper):
+    # u_t = 0.5 u_xx + cos(t) sin(u), periodic: reference by RK4 with a tiny step
+    rhs, u0 = _semilinear_problem()
+    reference = fd.simulate(rhs, u0, 0.0, 1.0, 1e-3, stepper=fd.RK4()).us[-1]
+    ns = np.array([10, 20, 40, 80])
+    errors = [float(jnp.max(jnp.abs(fd.simulate(rhs, u0, 0.0, 1.0, 1.0 / n, stepper=stepper).us[-1]
+                                    - reference))) for n in ns]
+    assert_order(1.0 / ns, errors, stepper.order, label=type(stepper).__name__)
+
+
+def test_stormer_verlet_order_and_energy():
+    def oscillator(t, y, args):
+        return (y[1], -4.0 * y[0])
+
+    ns = np.array([20, 40, 80, 160])
+    errors = []
+    for n in ns:
+        sol = fd.simulate(oscillator, (jnp.ones(1), jnp.zeros(1)), 0.0, 2.0, 2.0 / n,
+                          stepper=fd.StormerVerlet())
+        errors.append(float(jnp.abs(sol.us[0][-1, 0] - np.cos(4.0))))
+    assert_order(2.0 / ns, errors, fd.StormerVerlet.order, label="StormerVerlet")
+    # symplectic: the energy error stays bounded over many periods
+    sol = fd.simulate(oscillator, (jnp.ones(1), jnp.zeros(1)), 0.0, 200.0, 0.05,
+                      stepper=fd.StormerVerlet(), saveat=fd.SaveAt(every=100))
+    energy = 0.5 * sol.us[1][:, 0] ** 2 + 2.0 * sol.us[0][:, 0] ** 2
+    assert float(jnp.max(jnp.abs(energy - 2.0))) < 0.01
+
+
+def test_crank_nicolson_gradient_through_implicit_rollout():
+    grid = fd.Grid((10,), ((0.0, 1.0),))
+    (x,) = grid.mesh()
+
+    def loss(nu):
+        def rhs(t, u, nu):
+            return nu * fd.laplacian(u, grid, bc=fd.Dirichlet(0.5))
+
+        sol = fd.simulate(rhs, jnp.sin(3 * x), 0.0, 0.1, 0.01,
+                          stepper=fd.CrankNicolson(solver=fd.CG(rtol=1e-13), symmetric=True),
+                          args=nu)
+        return jnp.sum(sol.us[-1] ** 2)
+
+    from jax.test_util import check_grads
+
+    check_grads(loss, (0.8,), order=1, modes=["rev", "fwd"])
+
+
+def test_imex_requires_split():
+    with pytest.raises(TypeError, match="fd.Split"):
+        fd.simulate(lambda t, u, a: -u, jnp.ones(3), 0.0, 1.0, 0.1, stepper=fd.IMEX222())

@@ -15,3 +15,13 @@ from ._stability import (
     estimate_spectral_radius as estimate_spectral_radius,
     max_stable_dt as max_stable_dt,
 )
+from ._implicit import (
+    ETDRK4 as ETDRK4,
+    IMEX222 as IMEX222,
+    AbstractTheta as AbstractTheta,
+    BackwardEuler as BackwardEuler,
+    CrankNicolson as CrankNicolson,
+    IMEXEuler as IMEXEuler,
+    Split as Split,
+    StormerVerlet as StormerVerlet,
+)
