@@ -60,4 +60,6 @@ from .time import (
     simulate as simulate,
 )
 
+from . import models as models
+
 __version__ = "0.1.0"

@@ -152,7 +152,7 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
 
 
 def _check_rhs(rhs, t0, u0, args):
-    out = jax.eval_shape(rhs, t0, u0, args)
+    out = eqx.filter_eval_shape(rhs, t0, u0, args)
     s_in = jax.tree_util.tree_structure(u0)
     s_out = jax.tree_util.tree_structure(out)
     if s_in != s_out:
