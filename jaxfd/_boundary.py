@@ -76,6 +76,10 @@ class AbstractWallCondition(AbstractBoundaryCondition):
     def face_value(self, interior: list, spacing: float, order: int, dtype) -> Any:
         """Face value from interior cell layers `interior[j]` (j = 0 at the wall)."""
 
+    def ghost_order(self, order: int) -> int:
+        """Polynomial order of the ghosts this condition builds for a requested `order`."""
+        return order
+
 
 def _as_dtype(value, dtype):
     return jnp.asarray(value, dtype=dtype)
@@ -119,6 +123,12 @@ class Neumann(AbstractWallCondition):
 
     value: Any = 0.0
 
+    def ghost_order(self, order: int) -> int:
+        # A derivative condition loses one order in the boundary-value problem
+        # (the classic second-order ghost is the exception: it superconverges
+        # and stays symmetric), so above second order it uses one more point.
+        return order if order <= 2 else order + 1
+
     def face_value(self, interior, spacing, order, dtype):
         e, c = _derivative_weights(order)
         # g = -(1/h) (e P0 + c.V)  =>  P0 = -(h g + c.V) / e
@@ -148,6 +158,12 @@ class Robin(AbstractWallCondition):
                 f"face; got alpha={self.alpha!r}, beta={self.beta!r}. Use alpha=1, beta=0 for "
                 "a Dirichlet condition or alpha=0, beta=1 for a Neumann condition."
             )
+
+    def ghost_order(self, order: int) -> int:
+        # A derivative condition loses one order in the boundary-value problem
+        # (the classic second-order ghost is the exception: it superconverges
+        # and stays symmetric), so above second order it uses one more point.
+        return order if order <= 2 else order + 1
 
     def face_value(self, interior, spacing, order, dtype):
         e, c = _derivative_weights(order)
@@ -256,6 +272,7 @@ def _face_data_layer(x, axis, ndim):
 def _wall_ghosts(u, axis, width, bc, spacing, order, side):
     """Ghost layers beyond one wall, ordered outward (ghost 1 touches the face)."""
     n = u.shape[axis]
+    order = bc.ghost_order(order)
     needed = order if isinstance(bc, Extrapolate) else order - 1
     if n < needed:
         raise ValueError(

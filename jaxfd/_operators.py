@@ -8,13 +8,17 @@ them is jitted internally, so they compose inside the caller's `jax.jit`,
 Boundary closures (`closure=`): the ghost cells on a wall are exact for
 polynomials of degree `< q`.
 
-* `"standard"` (default): `q = accuracy`. The boundary-value problems these
-  operators define converge at the declared order; the local error of a
-  derivative of order `m` in the first cells is `O(h^(accuracy - m))`. For
+* `"standard"` (default): `q = accuracy` for Dirichlet conditions and
+  extrapolation, `q = accuracy + 1` for Neumann and Robin conditions above
+  accuracy 2 (a derivative condition costs the boundary-value problem one
+  order otherwise). The boundary-value problems these operators define
+  converge at the declared order (measured in the tests); the local error of
+  a derivative of order `m` in the first cells is `O(h^(q - m))`. For
   accuracy 2 this is the classic ghost cell, which keeps the Laplacian and
   `diffusion` symmetric in the grid inner product.
-* `"full"`: `q = accuracy + m`, so the local error at the wall is
-  `O(h^accuracy)` too, for users who need derivatives there. Not symmetric.
+* `"full"`: `q = accuracy + m` (plus one for Neumann/Robin), so the local
+  error at the wall is `O(h^accuracy)` too, for users who need derivatives
+  there. Not symmetric.
 """
 
 from __future__ import annotations
