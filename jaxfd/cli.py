@@ -3,7 +3,7 @@
 ```
 jaxfd list                      # the problems it knows
 jaxfd run heat                  # run one with its defaults, no input files
-jaxfd run heat --size 256 --steps 4000 --float64 --out results/
+jaxfd run heat --size 256 --steps 16384 --float64 --out results/
 jaxfd run heat --config heat.toml
 ```
 
@@ -76,7 +76,7 @@ def _build_parser() -> _Parser:
     run.add_argument("--size", type=_int_arg("--size"), default=None,
                      help="cells per axis (default: the problem's)")
     run.add_argument("--steps", type=_int_arg("--steps"), default=None,
-                     help="time steps (default: the problem's)")
+                     help="time steps (default: the problem's; heat: enough to reach t = 0.05)")
     run.add_argument("--seed", type=_int_arg("--seed"), default=None,
                      help="seed of the random initial condition (default 0)")
     run.add_argument("--out", default=None, metavar="DIR",
@@ -141,6 +141,9 @@ def _resolve(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, An
             value, source = config[name], f"{name} in {args.config}"
         if value is None:
             value = defaults.get(name, _FALLBACKS.get(name))
+        if value is None:  # the problem chooses (e.g. steps from the size)
+            options[name] = None
+            continue
         if not check(value):
             raise UsageError(f"{source} must be {accepted}, got {value!r}")
         options[name] = value
@@ -201,6 +204,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
 
+    if options["steps"] is None and hasattr(module, "default_steps"):
+        options["steps"] = module.default_steps(options["size"])
     precision = "float64" if options["float64"] else "float32"
     _say(quiet, f"{args.problem}: {options['size']}x{options['size']} cells, "
                 f"{options['steps']} steps, {precision} on {jax.default_backend()}; compiling...")

@@ -3,7 +3,8 @@
 Each problem lives in its own module and exposes:
 
 * `DESCRIPTION`: one line for `jaxfd list`;
-* `DEFAULTS`: a dict of the default option values it wants (`size`, `steps`);
+* `DEFAULTS`: a dict of the default option values it wants (`size`, `steps`; a
+  `None` leaves the choice to the problem, e.g. `default_steps(size)`);
 * `run(*, size, steps, seed, dtype, progress) -> Result`: the computation;
 * `plot(result, path)`: writes a PNG of the result.
 
