@@ -323,19 +323,23 @@ class GhostPadded(eqx.Module):
         config[self.axis] = (offset - start, start + length - offset - size, 0)
         return lax.pad(part, jnp.zeros((), part.dtype), config)
 
-    def view(self, start: int, length: int):
-        """Window of the padded array along the axis; other axes unchanged."""
+    def view_parts(self, start: int, length: int) -> list:
+        """The window as separate zero-filled pieces (ghosts and cells) that sum to it."""
         if start < 0 or start + length > self.n + 2 * self.width:
             raise ValueError(
                 f"Window [{start}, {start + length}) outside the padded range "
                 f"[0, {self.n + 2 * self.width})."
             )
         parts = [
-            self._place(self.lo, 0, start, length),
             self._place(self.u, self.width, start, length),
+            self._place(self.lo, 0, start, length),
             self._place(self.hi, self.width + self.n, start, length),
         ]
-        parts = [p for p in parts if p is not None]
+        return [p for p in parts if p is not None]
+
+    def view(self, start: int, length: int):
+        """Window of the padded array along the axis; other axes unchanged."""
+        parts = self.view_parts(start, length)
         out = parts[0]
         for p in parts[1:]:
             out = out + p

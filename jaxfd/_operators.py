@@ -73,19 +73,58 @@ def _check_points(grid: Grid, axis: int, needed: int, what: str):
         )
 
 
-def _apply_along(u, axis, offsets, weights, pair, spacing, order, scale):
-    """sum_s w_s u[i + s] along `axis`, with ghost cells from `pair`, times `scale`."""
-    width = int(max(abs(int(o)) for o in offsets))
-    padded = ghost_pad(u, axis, width, pair, spacing, order)
-    n = u.shape[axis]
-    out = None
-    for s, w in zip(offsets, weights):
-        if w == 0.0:
-            continue
-        shifted = padded.view(width + int(s), n)
-        term = jnp.asarray(w, u.dtype) * shifted
-        out = term if out is None else out + term
-    return out * jnp.asarray(scale, u.dtype)
+class _StencilSum:
+    """A linear combination of shifted copies of one field, summed as one flat chain.
+
+    XLA's CPU backend fuses the ghost-cell pads and shifted windows of a
+    stencil into a single loop, but only generates fast code when the sum is
+    one left-to-right chain of terms; per-axis partial sums added together
+    ran up to six times slower (measured: 0.33 vs 2.1 ms per 1024^2 heat step).
+    Operators that add stencils along several axes therefore collect all
+    terms here and fold them once, with the unshifted (centre) weights of
+    every axis merged into one term.
+    """
+
+    def __init__(self, u):
+        self.u = u
+        self.center = 0.0
+        self.terms = []
+
+    def add_axis(self, axis, offsets, weights, pair, spacing, order, scale):
+        width = int(max(abs(int(o)) for o in offsets))
+        padded = ghost_pad(self.u, axis, width, pair, spacing, order)
+        n = self.u.shape[axis]
+        for s, w in zip(offsets, weights):
+            c = float(w) * scale
+            if c == 0.0:
+                continue
+            if int(s) == 0:
+                self.center += c
+                continue
+            weight = jnp.asarray(c, self.u.dtype)
+            if isinstance(pair[0], Periodic):
+                # wrapped windows are fastest summed first (XLA recognises the rotation)
+                self.terms.append(weight * padded.view(width + int(s), n))
+            else:
+                self.terms.extend(weight * part for part in padded.view_parts(width + int(s), n))
+        return self
+
+    def total(self):
+        out = jnp.asarray(self.center, self.u.dtype) * self.u if self.center else None
+        for term in self.terms:
+            out = term if out is None else out + term
+        return out if out is not None else jnp.zeros_like(self.u)
+
+
+def _derivative_terms(acc, grid, axis, order, accuracy, pairs, closure):
+    """Add the terms of d^order/dx_axis^order to `acc` (validating the request)."""
+    axis = grid.check_axis(axis)
+    r = central_half_width(order, accuracy)
+    _check_points(grid, axis, 2 * r + 1, f"A derivative of order {order} at accuracy {accuracy}")
+    offsets, weights = central_weights(order, accuracy)
+    h = grid.spacing[axis]
+    q = _ghost_order(closure, accuracy, order)
+    return acc.add_axis(axis, offsets, weights, pairs[axis], h, q, 1.0 / h**order)
 
 
 def diff(
@@ -121,17 +160,11 @@ def diff(
     """
     _check_grid(grid)
     grid.check_field(u)
-    axis = grid.check_axis(axis)
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"Expected a derivative order >= 1, got order={order!r}.")
     accuracy = check_accuracy(accuracy)
     pairs = normalize_bc(bc, grid.ndim)
-    r = central_half_width(order, accuracy)
-    _check_points(grid, axis, 2 * r + 1, f"A derivative of order {order} at accuracy {accuracy}")
-    offsets, weights = central_weights(order, accuracy)
-    h = grid.spacing[axis]
-    q = _ghost_order(closure, accuracy, order)
-    return _apply_along(u, axis, offsets, weights, pairs[axis], h, q, 1.0 / h**order)
+    return _derivative_terms(_StencilSum(u), grid, axis, order, accuracy, pairs, closure).total()
 
 
 def gradient(u, grid: Grid, *, bc, accuracy: int = 2, closure: Closure = "standard"):
@@ -162,10 +195,13 @@ def laplacian(u, grid: Grid, *, bc, accuracy: int = 2, closure: Closure = "stand
     (the part linear in `u`), so CG and multigrid apply.
     """
     _check_grid(grid)
-    out = diff(u, grid, 0, 2, accuracy, bc=bc, closure=closure)
-    for a in range(1, grid.ndim):
-        out = out + diff(u, grid, a, 2, accuracy, bc=bc, closure=closure)
-    return out
+    grid.check_field(u)
+    accuracy = check_accuracy(accuracy)
+    pairs = normalize_bc(bc, grid.ndim)
+    acc = _StencilSum(u)
+    for a in range(grid.ndim):
+        _derivative_terms(acc, grid, a, 2, accuracy, pairs, closure)
+    return acc.total()
 
 
 def _outer_bc(pairs, axis):
