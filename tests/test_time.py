@@ -275,3 +275,24 @@ def test_crank_nicolson_gradient_through_implicit_rollout():
 def test_imex_requires_split():
     with pytest.raises(TypeError, match="fd.Split"):
         fd.simulate(lambda t, u, a: -u, jnp.ones(3), 0.0, 1.0, 0.1, stepper=fd.IMEX222())
+
+
+def test_progress_bar_reports_and_changes_nothing(capsys):
+    import jaxfd.time._simulate as sim
+
+    seen = []
+    original = sim._PROGRESS.update
+    sim._PROGRESS.update = lambda step: seen.append(step)
+    try:
+        with_bar = fd.simulate(_rhs, {"a": jnp.ones(2)}, 0.0, 1.0, 0.001, args=0.0, progress=True)
+    finally:
+        sim._PROGRESS.update = original
+    plain = fd.simulate(_rhs, {"a": jnp.ones(2)}, 0.0, 1.0, 0.001, args=0.0)
+    np.testing.assert_array_equal(with_bar.us["a"], plain.us["a"])
+    # about 100 coarse updates, ending at the last step
+    assert 90 <= len(seen) <= 110 and max(seen) == 1000
+    # progress=False adds nothing to the compiled program
+    jaxpr = jax.make_jaxpr(
+        lambda u: fd.simulate(_rhs, {"a": u}, 0.0, 1.0, 0.01, args=0.0, stability="ignore").us
+    )(jnp.ones(2))
+    assert "callback" not in str(jaxpr)

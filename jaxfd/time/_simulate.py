@@ -98,6 +98,58 @@ def _save_steps(saveat: SaveAt, t0: float, t1: float, dt: float, n_steps: int) -
     return np.asarray(steps, dtype=np.int64)
 
 
+class _ProgressBar:
+    """Host-side progress state shared by every compiled loop.
+
+    The callback compiled into the loop is this module-level function, so
+    turning the bar on does not change the program between calls and never
+    triggers a recompilation.
+    """
+
+    def __init__(self):
+        self.total = 0
+        self.bar = None
+
+    def start(self, total: int):
+        self.close()
+        self.total = total
+        if total:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, unit="step", desc="simulate")
+            except ImportError:  # plain fallback
+                self.bar = None
+
+    def update(self, step: int):
+        if self.bar is not None:
+            self.bar.n = min(step, self.total)
+            self.bar.refresh()
+        elif self.total:
+            import sys
+
+            print(f"simulate: step {step}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.n = self.total
+            self.bar.refresh()
+            self.bar.close()
+        self.bar = None
+        self.total = 0
+
+
+_PROGRESS = _ProgressBar()
+
+
+def _report_progress(step):
+    _PROGRESS.update(int(step))
+
+
+def _progress_interval(progress: bool, n_steps: int) -> int:
+    return max(1, n_steps // 100) if progress and n_steps else 0
+
+
 def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
@@ -199,6 +251,7 @@ def simulate(
     checkpoints: int | None = None,
     throw: bool = True,
     stability: Literal["check", "ignore"] = "check",
+    progress: bool = False,
 ) -> Solution:
     r"""Integrate $du/dt = \mathrm{rhs}(t, u, \mathrm{args})$ from `t0` to `t1` with step `dt`.
 
@@ -228,11 +281,18 @@ def simulate(
             from the spectral radius of the right-hand side's Jacobian at `u0`,
             by power iteration) is refused with a `ValueError`; `"ignore"`
             skips the check.
+        progress: show a progress bar (tqdm if installed, else a line on
+            stderr) updated about 100 times per run from inside the compiled
+            loop. Off by default, and then nothing is added to the program.
+            Checkpointed gradients recompute steps, so the bar may revisit
+            them during a backward pass.
 
     Returns:
         A `Solution` with `ts`, `us` (stacked on a leading time axis) and `stats`.
     """
     t0, t1, dt = _validate_times(t0, t1, dt)
+    if not isinstance(progress, bool):
+        raise TypeError(f"Expected progress=True or False, got {progress!r}.")
     if not isinstance(stepper, AbstractStepper):
         raise TypeError(f"Expected a jaxfd stepper (e.g. fd.RK4()), got {stepper!r}.")
     if not isinstance(saveat, SaveAt):
@@ -244,11 +304,16 @@ def simulate(
         raise ValueError(f"Expected stability='check' or 'ignore', got {stability!r}.")
     if stability == "check" and n_steps > 0 and _is_concrete((u0, args)):
         check_explicit_stability(stepper, rhs, t0, u0, args, min(dt, t1 - t0))
+    _PROGRESS.start(n_steps if progress else 0)
     ts, us, failed = _simulate_impl(
         rhs, u0, args, stepper, t0=t0, t1=t1, dt=dt, n_steps=n_steps,
         save_steps=tuple(int(s) for s in save_steps), checkpoint=checkpoint,
         checkpoints=checkpoints, throw=bool(throw),
+        progress_every=_progress_interval(progress, n_steps),
     )
+    if progress:
+        jax.block_until_ready(us)
+        _PROGRESS.close()
     stats = {
         "num_steps": n_steps,
         "dt": dt,
@@ -297,14 +362,20 @@ def _failure_messages(checks: list[int], t0, t1, dt):
 
 @eqx.filter_jit
 def _simulate_impl(rhs, u0, args, stepper, *, t0, t1, dt, n_steps, save_steps, checkpoint,
-                   checkpoints, throw):
+                   checkpoints, throw, progress_every):
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(u0))
     t0_a, t1_a, dt_a = (jnp.asarray(x, dtype) for x in (t0, t1, dt))
 
     def step_fn(k, u):
         t = t0_a + k.astype(dtype) * dt_a
         h = jnp.minimum(dt_a, t1_a - t)
-        return stepper.step(rhs, t, u, h, args)
+        u = stepper.step(rhs, t, u, h, args)
+        if progress_every:
+            # A scalar branch per step; the host hears of every `progress_every`-th.
+            jax.lax.cond((k + 1) % progress_every == 0,
+                         lambda: jax.debug.callback(_report_progress, k + 1, ordered=False),
+                         lambda: None)
+        return u
 
     def advance(u, start, count, failed, check_step):
         u = _run_steps(step_fn, u, start, count, checkpoint, checkpoints)
