@@ -295,4 +295,4 @@ def test_progress_bar_reports_and_changes_nothing(capsys):
     jaxpr = jax.make_jaxpr(
         lambda u: fd.simulate(_rhs, {"a": u}, 0.0, 1.0, 0.01, args=0.0, stability="ignore").us
     )(jnp.ones(2))
-    assert "callback" not in str(jaxpr)
+    assert "debug_callback" not in str(jaxpr)
