@@ -37,6 +37,7 @@ from .solve import (
     AbstractLinearSolver as AbstractLinearSolver,
     BiCGStab as BiCGStab,
     SolveInfo as SolveInfo,
+    poisson as poisson,
     solve as solve,
 )
 from .time import (

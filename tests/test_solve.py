@@ -150,3 +150,49 @@ def test_reverse_pass_memory_does_not_grow_with_iterations():
         analysis = compiled.memory_analysis()
         sizes.append(analysis.temp_size_in_bytes)
     assert sizes[0] == sizes[1], sizes
+
+
+FAST_CASES = [
+    ((24,), fd.Dirichlet(0.3)),
+    ((24,), fd.Neumann(0.2)),
+    ((24,), fd.Periodic()),
+    ((12, 10), (fd.Periodic(), (fd.Dirichlet(1.0), fd.Dirichlet(-0.5)))),
+    ((8, 6, 10), (fd.Neumann(0.5), fd.Periodic(), fd.Dirichlet(0.0))),
+]
+
+
+@pytest.mark.parametrize("shape, bc", FAST_CASES, ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize("alpha", [0.0, -3.0])
+def test_fast_poisson_solves_the_discrete_system(shape, bc, alpha):
+    grid = fd.Grid(shape, tuple((0.0, 1.0 + 0.5 * a) for a in range(len(shape))))
+    mesh = grid.mesh()
+    f = sum(jnp.cos(3 * (a + 1) * m) * m for a, m in enumerate(mesh))
+    u = fd.poisson(f, grid, bc=bc, alpha=alpha, project=True)
+    residual = fd.laplacian(u, grid, bc=bc) + alpha * u - f
+    if alpha == 0.0 and not any(isinstance(p, fd.Dirichlet) for p in jax.tree_util.tree_leaves(
+            bc, is_leaf=lambda x: isinstance(x, fd.AbstractBoundaryCondition))):
+        residual = residual - jnp.mean(residual)  # the projected (incompatible) part
+    assert float(jnp.max(jnp.abs(residual))) < 1e-9 * float(jnp.max(jnp.abs(f)) + 1) * grid.size
+    # agrees with a Krylov solve of the same discrete system
+    if alpha != 0.0:
+        linear, offset = fd.LinearOperator.from_affine(
+            lambda v: fd.laplacian(v, grid, bc=bc) + alpha * v, f)
+        krylov = fd.solve(linear, f - offset, fd.CG(rtol=1e-13, max_steps=5000), symmetric=True)
+        np.testing.assert_allclose(u, krylov, atol=1e-9 * float(jnp.max(jnp.abs(krylov))))
+
+
+def test_fast_poisson_gradients_and_errors():
+    grid = fd.Grid((10, 8), ((0.0, 1.0), (0.0, 1.0)))
+    x, y = grid.mesh()
+
+    def loss(f, g, alpha):
+        u = fd.poisson(f, grid, bc=(fd.Dirichlet(g), fd.Periodic()), alpha=alpha)
+        return jnp.sum(u**2 * x)
+
+    check_grads(loss, (jnp.sin(3 * x) + y, jnp.cos(2 * y[0]), -1.5), order=2, modes=["fwd", "rev"])
+    with pytest.raises(ValueError, match="singular"):
+        fd.poisson(jnp.ones(grid.shape), grid, bc=fd.Neumann(0.0))
+    with pytest.raises(ValueError, match="Robin"):
+        fd.poisson(jnp.ones(grid.shape), grid, bc=fd.Robin(1.0, 1.0, 0.0))
+    with pytest.raises(ValueError, match="shape"):
+        fd.poisson(jnp.ones((3, 3)), grid, bc=fd.Dirichlet(0.0))

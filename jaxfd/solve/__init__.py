@@ -7,3 +7,4 @@ from ._krylov import (
     BiCGStab as BiCGStab,
 )
 from ._solve import SolveInfo as SolveInfo, solve as solve
+from ._fast import poisson as poisson
