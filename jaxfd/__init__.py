@@ -38,6 +38,9 @@ from .solve import (
     BiCGStab as BiCGStab,
     SolveInfo as SolveInfo,
     poisson as poisson,
+    NewtonKrylov as NewtonKrylov,
+    RootInfo as RootInfo,
+    root as root,
     solve as solve,
 )
 from .time import (

@@ -8,3 +8,4 @@ from ._krylov import (
 )
 from ._solve import SolveInfo as SolveInfo, solve as solve
 from ._fast import poisson as poisson
+from ._root import NewtonKrylov as NewtonKrylov, RootInfo as RootInfo, root as root
