@@ -20,7 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ..solve import GMRES, AbstractLinearSolver, solve
-from ._steppers import AbstractStepper, _axpy
+from ._steppers import AbstractStepper, _axpy, evaluate_stage
 
 __all__ = [
     "Split",
@@ -233,7 +233,7 @@ class StormerVerlet(AbstractStepper):
         u, v = y
 
         def acceleration(s, w):
-            return rhs(s, (w, v), args)[1]
+            return evaluate_stage(lambda s_, y, a: rhs(s_, y, a)[1], s, (w, v), args)
 
         v_half = _axpy(v, [(0.5 * dt, acceleration(t, u))])
         u_new = _axpy(u, [(dt, v_half)])
