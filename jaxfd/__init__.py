@@ -1,5 +1,7 @@
 """jaxfd: differentiable finite-difference simulation in JAX."""
 
+from ._runtime import tune_cpu_runtime as tune_cpu_runtime  # first: JAXFD_TUNE_CPU acts at import
+
 from ._boundary import (
     AbstractBoundaryCondition as AbstractBoundaryCondition,
     Dirichlet as Dirichlet,
