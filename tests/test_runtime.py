@@ -36,14 +36,14 @@ def test_tune_cpu_runtime_in_a_fresh_process():
         "g = fd.Grid((32, 32), ((0, 1), (0, 1)))\n"
         "u = jnp.ones(g.shape)\n"
         "r = fd.laplacian(u, g, bc=fd.Periodic())\n"
-        "print(sorted(applied), float(jnp.abs(r).max()), jax.config.jax_cpu_enable_async_dispatch)\n"
+        "print(sorted(applied), float(jnp.abs(r).max()), jax.config.read(\"jax_cpu_enable_async_dispatch\"))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "sync_dispatch" in out.stdout and "False" in out.stdout.split()[-1]
     assert float(out.stdout.split()[-2]) == 0.0
     # and through the environment variable at import
-    env_code = "import jaxfd, jax; print(jax.config.jax_cpu_enable_async_dispatch)"
+    env_code = "import jaxfd, jax; print(jax.config.read(\"jax_cpu_enable_async_dispatch\"))"
     out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True,
                          timeout=120, env={**__import__("os").environ, "JAXFD_TUNE_CPU": "1"})
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
