@@ -40,6 +40,8 @@ from .solve import (
     BiCGStab as BiCGStab,
     SolveInfo as SolveInfo,
     poisson as poisson,
+    Multigrid as Multigrid,
+    MultigridSolver as MultigridSolver,
     NewtonKrylov as NewtonKrylov,
     RootInfo as RootInfo,
     root as root,

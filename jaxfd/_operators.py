@@ -286,15 +286,26 @@ def diffusion(u, grid: Grid, coefficient, *, bc, mean: str = "harmonic"):
     k = jnp.asarray(coefficient, u.dtype)
     if k.ndim != 0:
         grid.check_field(k, "coefficient")
+    faces = face_coefficients(k, grid, pairs, mean)
+    return flux_form_diffusion(u, grid, faces, pairs)
+
+
+def face_coefficients(k, grid: Grid, pairs, mean: str = "harmonic") -> tuple:
+    """Per axis, the coefficient on the n+1 faces (a scalar `k` stays scalar)."""
+    if jnp.ndim(k) == 0:
+        return (k,) * grid.ndim
+    return tuple(_face_coefficient(k, a, pairs[a], grid.spacing[a], mean) for a in range(grid.ndim))
+
+
+def flux_form_diffusion(u, grid: Grid, faces: tuple, pairs):
+    """div(k grad u) from face coefficients `faces[a]` (n+1 faces along axis a, or scalars)."""
     out = None
     for a in range(grid.ndim):
         h = grid.spacing[a]
         _check_points(grid, a, 2, "diffusion")
         n = u.shape[a]
         up = ghost_pad(u, a, 1, pairs[a], h, 2)
-        grad_face = up.view(1, n + 1) - up.view(0, n + 1)
-        kf = k if k.ndim == 0 else _face_coefficient(k, a, pairs[a], h, mean)
-        flux = kf * grad_face
+        flux = faces[a] * (up.view(1, n + 1) - up.view(0, n + 1))
         term = (lax.slice_in_dim(flux, 1, n + 1, axis=a) - lax.slice_in_dim(flux, 0, n, axis=a))
         term = term * jnp.asarray(1.0 / h**2, u.dtype)
         out = term if out is None else out + term

@@ -196,3 +196,53 @@ def test_fast_poisson_gradients_and_errors():
         fd.poisson(jnp.ones(grid.shape), grid, bc=fd.Robin(1.0, 1.0, 0.0))
     with pytest.raises(ValueError, match="shape"):
         fd.poisson(jnp.ones((3, 3)), grid, bc=fd.Dirichlet(0.0))
+
+
+@pytest.mark.parametrize("bc", [fd.Dirichlet(0.0), fd.Neumann(0.0), fd.Periodic()],
+                         ids=lambda b: type(b).__name__)
+def test_multigrid_iterations_do_not_grow_with_grid_size(bc):
+    # smooth variable coefficient; MG-preconditioned CG to 1e-8
+    counts = []
+    for n in (16, 32, 64):
+        grid = fd.Grid((n, n), ((0.0, 1.0), (0.0, 1.0)))
+        x, y = grid.mesh()
+        k = 1.0 + 0.5 * jnp.sin(2 * np.pi * x) * jnp.cos(2 * np.pi * y)
+        f = jnp.sin(3 * x) * jnp.cos(2 * y) + x
+        if not isinstance(bc, fd.Dirichlet):
+            f = f - jnp.mean(f)
+
+        def A(u, grid=grid, k=k):
+            return -fd.diffusion(u, grid, k, bc=bc)
+
+        mg = fd.Multigrid(grid, k, bc)
+        u, info = fd.solve(A, f, fd.CG(rtol=1e-8, max_steps=200), preconditioner=mg,
+                           symmetric=True, return_info=True)
+        assert bool(info.converged)
+        counts.append(int(info.iterations))
+        _, mg_info = fd.solve(A, f, fd.MultigridSolver(mg, rtol=1e-8), symmetric=True,
+                              return_info=True)
+        assert bool(mg_info.converged) and int(mg_info.iterations) <= 20
+    assert max(counts) <= 12 and counts[-1] <= counts[0] + 2, counts
+
+
+def test_multigrid_rejects_non_positive_coefficient_and_robin():
+    grid = fd.Grid((16, 16), ((0.0, 1.0), (0.0, 1.0)))
+    with pytest.raises(ValueError, match="positive coefficient"):
+        fd.Multigrid(grid, jnp.zeros(grid.shape), fd.Dirichlet(0.0))
+    with pytest.raises(ValueError, match="Robin"):
+        fd.Multigrid(grid, 1.0, fd.Robin(1.0, 1.0, 0.0))
+
+
+def test_gradient_through_multigrid_solve():
+    grid = fd.Grid((16, 16), ((0.0, 1.0), (0.0, 1.0)))
+    x, y = grid.mesh()
+
+    def loss(k):
+        def A(u):
+            return -fd.diffusion(u, grid, k, bc=fd.Dirichlet(0.0))
+
+        u = fd.solve(A, jnp.sin(3 * x) + y, fd.MultigridSolver(fd.Multigrid(grid, k, fd.Dirichlet(0.0)),
+                                                                rtol=1e-13), symmetric=True)
+        return jnp.sum(u**2)
+
+    check_grads(loss, (1.0 + x * y,), order=1, modes=["rev"], rtol=1e-5)

@@ -9,15 +9,18 @@ $$u(x, y, t) = \sum_{k,l=1}^{3} a_{kl}\, e^{-\nu \pi^2 (k^2 + l^2) t}
 
 which is also the exact solution the summary compares against.
 
-Stepping is forward Euler with the second-order Laplacian (`fd.laplacian`,
-ghost-cell Dirichlet walls), the whole loop one `jax.lax.scan` inside one
-`jax.jit`. The time step comes from the diffusion number
-$r = \nu\, \Delta t \sum_a h_a^{-2} = 0.4$ (forward Euler is stable up to
-$1/2$), so $\Delta t = O(h^2)$ and the error against the exact solution is
-$O(h^2)$. By default it takes as many steps as reach $t = 0.05$.
+Stepping is `fd.simulate` with forward Euler (`fd.Euler()`) and the
+second-order Laplacian (`fd.laplacian`, ghost-cell Dirichlet walls): the
+whole loop is one `lax.scan` inside one compiled program, with
+`checkpoint="none"` (nothing is differentiated here). The time step is
+`SAFETY = 0.8` times `fd.max_stable_dt(fd.Euler(), grid, diffusivity=nu)`,
+the forward-Euler limit of diffusion number 1/2, so the diffusion number is
+$r = \nu\, \Delta t \sum_a h_a^{-2} = 0.4$, $\Delta t = O(h^2)$ and the
+error against the exact solution is $O(h^2)$. By default it takes as many
+steps as reach $t = 0.05$.
 
-The stepping code here is deliberately private to this problem: it is a
-stand-in until the library has a time-stepping API, which will replace it.
+Progress is reported once, when the compiled loop has finished: `simulate`
+runs all steps in one program without host callbacks.
 """
 
 from __future__ import annotations
@@ -34,9 +37,8 @@ DEFAULTS = {"size": 128, "steps": None}
 
 NU = 1.0
 DEFAULT_FINAL_TIME = 0.05  # the (1, 1) mode decays to e^(-2 pi^2 0.05) = 37 %
-DIFFUSION_NUMBER = 0.4
+SAFETY = 0.8  # dt = SAFETY * fd.max_stable_dt(...): diffusion number 0.4 (forward Euler: 0.5)
 MODES = 3
-PROGRESS_TICKS = 10
 
 
 def initial_amplitudes(seed: int) -> np.ndarray:
@@ -61,40 +63,33 @@ def exact_solution(grid, amplitudes: np.ndarray, t: float, nu: float = NU) -> np
     return out
 
 
-def stable_dt(grid, nu: float = NU, diffusion_number: float = DIFFUSION_NUMBER) -> float:
-    """Forward-Euler step with the given diffusion number nu * dt * sum(1 / h**2)."""
-    return diffusion_number / (nu * sum(1.0 / h**2 for h in grid.spacing))
+def stable_dt(grid, nu: float = NU, safety: float = SAFETY) -> float:
+    """`safety` times the largest stable forward-Euler step for diffusion `nu` on `grid`."""
+    import jaxfd as fd
+
+    return safety * fd.max_stable_dt(fd.Euler(), grid, diffusivity=nu)
 
 
-def _make_solver(grid, nu: float, dt: float, steps: int, dtype,
-                 progress: Callable[[int, int], None] | None):
-    """`u0 -> u(steps * dt)` as one jitted function holding one `lax.scan`."""
+def _make_solver(grid, nu: float, dt: float, steps: int, dtype):
+    """`u0 -> (u(steps * dt), failed_step)` as one jitted function around `fd.simulate`."""
     import jax
     import jax.numpy as jnp
 
     import jaxfd as fd
 
     bc = fd.Dirichlet(0.0)
-    every = max(1, math.ceil(steps / PROGRESS_TICKS))
 
-    def report(done):
-        progress(int(done), steps)
-
-    def step(u, i):
-        u = u + jnp.asarray(nu * dt, dtype) * fd.laplacian(u, grid, bc=bc)
-        if progress is not None:
-            # Coarse host callback: about PROGRESS_TICKS calls per run.
-            done = i + 1
-            jax.lax.cond(
-                (done % every == 0) | (done == steps),
-                lambda: jax.debug.callback(report, done),
-                lambda: None,
-            )
-        return u, None
+    def rhs(t, u, nu):
+        return nu * fd.laplacian(u, grid, bc=bc)
 
     def solve(u0):
-        u, _ = jax.lax.scan(step, u0, jnp.arange(steps, dtype=jnp.int32))
-        return u
+        # dt comes from fd.max_stable_dt, so the (eager-only) stability check is not needed;
+        # throw=False: a non-finite state is reported in stats and raised below with a clear message.
+        sol = fd.simulate(
+            rhs, u0, 0.0, steps * dt, dt, stepper=fd.Euler(), args=jnp.asarray(nu, dtype),
+            checkpoint="none", throw=False, stability="ignore",
+        )
+        return sol.us[-1], sol.stats["failed_step"]
 
     # Donation reuses the input buffer on GPU/TPU; the CPU backend ignores it with a warning.
     donate = () if jax.default_backend() == "cpu" else (0,)
@@ -132,22 +127,22 @@ def run(*, size: int, steps: int | None, seed: int, dtype,
     u0_np = exact_solution(grid, amplitudes, 0.0)
     u0 = jnp.asarray(u0_np, dtype=dtype)
 
-    solver = _make_solver(grid, NU, dt, steps, dtype, progress)
+    solver = _make_solver(grid, NU, dt, steps, dtype)
     t0 = time.perf_counter()
     compiled = solver.lower(u0).compile()
     compile_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    u = jax.block_until_ready(compiled(u0))
+    u, failed_step = jax.block_until_ready(compiled(u0))
     run_time = time.perf_counter() - t0
     if progress is not None:
-        jax.effects_barrier()  # the last progress callback has run before we report
+        progress(steps, steps)  # the compiled loop reports nothing while it runs
 
     u_np = np.asarray(u, dtype=np.float64)
-    if not np.all(np.isfinite(u_np)):
+    if int(failed_step) >= 0 or not np.all(np.isfinite(u_np)):
         raise RuntimeError(
             f"heat: the solution became non-finite within {steps} steps (dt={dt:.3g}); "
-            "this should not happen at the stable diffusion number, please report it."
+            "this should not happen at a stable diffusion number, please report it."
         )
     exact = exact_solution(grid, amplitudes, t_final)
     error = u_np - exact
@@ -162,8 +157,8 @@ def run(*, size: int, steps: int | None, seed: int, dtype,
         "dtype": str(jnp.dtype(dtype)),
         "backend": jax.default_backend(),
         "nu": NU,
-        "diffusion_number": DIFFUSION_NUMBER,
-        "scheme": "forward Euler, second-order Laplacian, ghost-cell Dirichlet walls",
+        "diffusion_number": fd.diffusion_number(NU, dt, grid),
+        "scheme": "fd.simulate: forward Euler, second-order Laplacian, ghost-cell Dirichlet walls",
         "dt": dt,
         "final_time": t_final,
         "max_error": max_error,

@@ -9,3 +9,4 @@ from ._krylov import (
 from ._solve import SolveInfo as SolveInfo, solve as solve
 from ._fast import poisson as poisson
 from ._root import NewtonKrylov as NewtonKrylov, RootInfo as RootInfo, root as root
+from ._multigrid import Multigrid as Multigrid, MultigridSolver as MultigridSolver
