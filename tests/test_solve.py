@@ -214,7 +214,7 @@ def test_multigrid_iterations_do_not_grow_with_grid_size(bc):
         def A(u, grid=grid, k=k):
             return -fd.diffusion(u, grid, k, bc=bc)
 
-        mg = fd.Multigrid(grid, k, bc)
+        mg = fd.Multigrid(grid, k, bc, max_coarse=16)  # deep hierarchies even on small grids
         u, info = fd.solve(A, f, fd.CG(rtol=1e-8, max_steps=200), preconditioner=mg,
                            symmetric=True, return_info=True)
         assert bool(info.converged)

@@ -273,7 +273,9 @@ def simulate(
             `"step"` stores one state per step and recomputes the stages;
             `"nested"` (default) stores O(sqrt(T)) states (two-level scan);
             `"recursive"` uses a binomial (treeverse) schedule with
-            `checkpoints` states (default ~log2(T)); reverse mode only.
+            `checkpoints` states (equinox's default, about sqrt(2T); pass
+            a smaller number to trade recomputation for memory, down to
+            O(log T)); reverse mode only.
         throw: raise on a non-finite state (naming the step interval and time);
             with `False` the solution reports it in `stats["result"]`.
         stability: with `"check"` (default) and concrete `u0`/`args`, an
@@ -283,7 +285,8 @@ def simulate(
             skips the check.
         progress: show a progress bar (tqdm if installed, else a line on
             stderr) updated about 100 times per run from inside the compiled
-            loop. Off by default, and then nothing is added to the program.
+            loop. It follows a direct call; inside an outer `jax.jit` the
+            bar is opened and closed while tracing and shows nothing. Off by default, and then nothing is added to the program.
             Checkpointed gradients recompute steps, so the bar may revisit
             them during a backward pass.
 

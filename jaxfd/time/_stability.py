@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,31 +88,33 @@ def estimate_spectral_radius(rhs: Callable, t, u, args, iterations: int = 40, se
     Rayleigh quotient divided by `-rho` (close to 1 when the dominant modes
     are real and negative, as for diffusion; near 0 for oscillatory modes).
     """
+    rho, ray = _power_iteration(rhs, t, u, args, iterations, seed)
+    rho = float(rho)
+    return rho, (float(-ray) / rho if rho > 0 else 0.0)
+
+
+@eqx.filter_jit
+def _power_iteration(rhs, t, u, args, iterations, seed):
+    # a module-level jitted function (rhs static by identity): repeated
+    # simulate calls with the same rhs do not recompile the check
     leaves, treedef = jax.tree_util.tree_flatten(u)
-    key = jax.random.PRNGKey(seed)
-    keys = jax.random.split(key, len(leaves))
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
     v = treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
     def norm(w):
         return jnp.sqrt(sum(jnp.vdot(x, x).real for x in jax.tree_util.tree_leaves(w)))
 
-    @jax.jit
-    def iterate(v):
-        def body(_, carry):
-            w, _rho, _ray = carry
-            w = jax.tree_util.tree_map(lambda x: x / norm(w), w)
-            _, jw = jax.jvp(lambda x: rhs(t, x, args), (u,), (w,))
-            rho = norm(jw)
-            ray = sum(jnp.vdot(a, b).real for a, b in zip(jax.tree_util.tree_leaves(w),
-                                                          jax.tree_util.tree_leaves(jw)))
-            return jw, rho, ray
+    def body(_, carry):
+        w, _rho, _ray = carry
+        w = jax.tree_util.tree_map(lambda x: x / norm(w), w)
+        _, jw = jax.jvp(lambda x: rhs(t, x, args), (u,), (w,))
+        rho = norm(jw)
+        ray = sum(jnp.vdot(a, b).real for a, b in zip(jax.tree_util.tree_leaves(w),
+                                                      jax.tree_util.tree_leaves(jw)))
+        return jw, rho, ray
 
-        zero = jnp.zeros((), jnp.result_type(*leaves))
-        return jax.lax.fori_loop(0, iterations, body, (v, zero, zero))[1:]
-
-    rho, ray = iterate(v)
-    rho = float(rho)
-    return rho, (float(-ray) / rho if rho > 0 else 0.0)
+    zero = jnp.zeros((), jnp.result_type(*leaves))
+    return jax.lax.fori_loop(0, iterations, body, (v, zero, zero))[1:]
 
 
 def check_explicit_stability(stepper: AbstractStepper, rhs, t0, u0, args, dt: float,
