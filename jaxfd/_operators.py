@@ -28,6 +28,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._boundary import Extrapolate, Neumann, Periodic, ghost_pad, normalize_bc
@@ -160,8 +161,9 @@ def diff(
     """
     _check_grid(grid)
     grid.check_field(u)
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
         raise ValueError(f"Expected a derivative order >= 1, got order={order!r}.")
+    order = int(order)
     accuracy = check_accuracy(accuracy)
     pairs = normalize_bc(bc, grid.ndim)
     return _derivative_terms(_StencilSum(u), grid, axis, order, accuracy, pairs, closure).total()
@@ -251,18 +253,38 @@ def curl(v, grid: Grid, *, bc, accuracy: int = 2, closure: Closure = "standard")
 
 
 def _face_coefficient(k, axis, pair, h, mean):
-    """k at the n+1 faces along `axis` (face f between cells f-1 and f)."""
-    # Walls reuse the wall cell's coefficient (zero-gradient ghost); periodic wraps.
-    kbc = pair if isinstance(pair[0], Periodic) else (Neumann(0.0), Neumann(0.0))
-    kp = ghost_pad(k, axis, 1, kbc, h, 2)
+    """k at the n+1 faces along `axis` (face f between cells f-1 and f).
+
+    Interior faces average their two cells (`mean`). Periodic axes wrap. On a
+    wall the coefficient is extrapolated linearly from the first two cells,
+    k(0) = 3/2 k_0 - 1/2 k_1, because a Neumann or Robin condition prescribes
+    du/dn there and the flux k du/dn needs k at the wall itself (k_0 would be
+    an O(h) error in the flux, and first-order solutions); it is kept within
+    [k_0/2, 2 k_0] so a jump next to the wall cannot make it non-positive.
+    """
     n = k.shape[axis]
-    left = kp.view(0, n + 1)
-    right = kp.view(1, n + 1)
+    if isinstance(pair[0], Periodic):
+        kp = ghost_pad(k, axis, 1, pair, h, 2)
+        left, right = kp.view(0, n + 1), kp.view(1, n + 1)
+    else:
+        kp = ghost_pad(k, axis, 1, (Neumann(0.0), Neumann(0.0)), h, 2)
+        left, right = kp.view(0, n + 1), kp.view(1, n + 1)
     if mean == "harmonic":
-        return 2.0 * left * right / (left + right)
-    if mean == "arithmetic":
-        return 0.5 * (left + right)
-    raise ValueError(f"Expected mean='harmonic' or 'arithmetic', got {mean!r}.")
+        faces = 2.0 * left * right / (left + right)
+    elif mean == "arithmetic":
+        faces = 0.5 * (left + right)
+    else:
+        raise ValueError(f"Expected mean='harmonic' or 'arithmetic', got {mean!r}.")
+    if isinstance(pair[0], Periodic) or n < 2:
+        return faces
+
+    def wall(first, second):
+        k0 = lax.slice_in_dim(k, first, first + 1, axis=axis)
+        k1 = lax.slice_in_dim(k, second, second + 1, axis=axis)
+        return jnp.clip(1.5 * k0 - 0.5 * k1, 0.5 * k0, 2.0 * k0)
+
+    inner = lax.slice_in_dim(faces, 1, n, axis=axis)
+    return jnp.concatenate([wall(0, 1), inner, wall(n - 1, n - 2)], axis=axis)
 
 
 def diffusion(u, grid: Grid, coefficient, *, bc, mean: str = "harmonic"):
@@ -284,6 +306,8 @@ def diffusion(u, grid: Grid, coefficient, *, bc, mean: str = "harmonic"):
     grid.check_field(u)
     pairs = normalize_bc(bc, grid.ndim)
     k = jnp.asarray(coefficient, u.dtype)
+    if mean not in ("harmonic", "arithmetic"):
+        raise ValueError(f"Expected mean='harmonic' or 'arithmetic', got {mean!r}.")
     if k.ndim != 0:
         grid.check_field(k, "coefficient")
     faces = face_coefficients(k, grid, pairs, mean)
@@ -325,7 +349,8 @@ def _weno5_left(vm2, vm1, v0, vp1, vp2):
     b1 = c(13.0 / 12.0) * (vm1 - c(2.0) * v0 + vp1) ** 2 + c(0.25) * (vm1 - vp1) ** 2
     b2 = c(13.0 / 12.0) * (v0 - c(2.0) * vp1 + vp2) ** 2 + c(0.25) * (c(3.0) * v0 - c(4.0) * vp1 + vp2) ** 2
     tau = jnp.abs(b0 - b2)
-    eps = c(jnp.finfo(dtype).tiny ** 0.5)
+    # small against any smooth beta, yet (tau / eps)^2 stays far from overflow
+    eps = c(1e-40 if jnp.finfo(dtype).bits > 32 else 1e-15)
     a0 = c(0.1) * (1 + (tau / (b0 + eps)) ** 2)
     a1 = c(0.6) * (1 + (tau / (b1 + eps)) ** 2)
     a2 = c(0.3) * (1 + (tau / (b2 + eps)) ** 2)
