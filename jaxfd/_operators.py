@@ -351,9 +351,14 @@ def _weno5_left(vm2, vm1, v0, vp1, vp2):
     tau = jnp.abs(b0 - b2)
     # small against any smooth beta, yet (tau / eps)^2 stays far from overflow
     eps = c(1e-40 if jnp.finfo(dtype).bits > 32 else 1e-15)
-    a0 = c(0.1) * (1 + (tau / (b0 + eps)) ** 2)
-    a1 = c(0.6) * (1 + (tau / (b1 + eps)) ** 2)
-    a2 = c(0.3) * (1 + (tau / (b2 + eps)) ** 2)
+    r0, r1, r2 = tau / (b0 + eps), tau / (b1 + eps), tau / (b2 + eps)
+    # alpha_k = d_k (1 + r_k^2), scaled by 1/max(1, r)^2 (it cancels in the
+    # normalisation) so that large jumps cannot overflow, in float32 too
+    scale = jnp.maximum(jnp.maximum(r0, r1), jnp.maximum(r2, c(1.0)))
+    inv = c(1.0) / scale
+    a0 = c(0.1) * (inv * inv + (r0 * inv) ** 2)
+    a1 = c(0.6) * (inv * inv + (r1 * inv) ** 2)
+    a2 = c(0.3) * (inv * inv + (r2 * inv) ** 2)
     return (a0 * q0 + a1 * q1 + a2 * q2) / (a0 + a1 + a2)
 
 
