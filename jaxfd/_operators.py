@@ -404,6 +404,14 @@ def _face_difference(face_values, n, axis, h):
     return (upper - lower) * jnp.asarray(1.0 / h, face_values.dtype)
 
 
+def _upwind_padded(u, grid, axis, pair, scheme, closure):
+    """(ghost-padded u, n, h, scheme order) for an upwind scheme along `axis`."""
+    _check_scheme_grid(grid, axis, scheme)
+    p, width, q = _scheme_padding(scheme, closure)
+    h = grid.spacing[axis]
+    return ghost_pad(u, axis, width, pair, h, q), u.shape[axis], h, p
+
+
 def _check_scheme_grid(grid, axis, scheme):
     _check_points(grid, axis, {"upwind1": 2, "upwind3": 3, "weno5": 5}.get(scheme, 1),
                   f"Scheme {scheme!r}")
@@ -444,11 +452,8 @@ def advection(u, velocity, grid: Grid, *, bc, scheme: str = "weno5",
         comps = [velocity[a] for a in range(grid.ndim)]
     out = None
     for a in range(grid.ndim):
-        _check_scheme_grid(grid, a, scheme)
-        n = u.shape[a]
-        h = grid.spacing[a]
-        p, width, q = _scheme_padding(scheme, closure)
-        left, right = _reconstruct(ghost_pad(u, a, width, pairs[a], h, q), n, p)
+        padded, n, h, p = _upwind_padded(u, grid, a, pairs[a], scheme, closure)
+        left, right = _reconstruct(padded, n, p)
         d_minus = _face_difference(left, n, a, h)
         d_plus = _face_difference(right, n, a, h)
         v = comps[a]
@@ -507,12 +512,8 @@ def flux_divergence(u, grid: Grid, flux: Callable, *, bc, scheme: str = "weno5",
         speeds = [ms if ms.ndim == 0 else ms[a] for a in range(grid.ndim)]
     out = None
     for a in range(grid.ndim):
-        _check_scheme_grid(grid, a, scheme)
-        n = u.shape[a]
-        h = grid.spacing[a]
-        p, width, q = _scheme_padding(scheme, closure)
         # Ghost cells belong to u (its conditions); fluxes are pointwise in u.
-        padded = ghost_pad(u, a, width, pairs[a], h, q)
+        padded, n, h, p = _upwind_padded(u, grid, a, pairs[a], scheme, closure)
         half = jnp.asarray(0.5, u.dtype)
 
         def split(values, sign):
