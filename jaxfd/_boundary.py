@@ -388,7 +388,3 @@ def pad(u, axis: int, width: int, bc, spacing: float, order: int = 2):
         the stencil instead of writing the padded array to memory.
     """
     return ghost_pad(u, axis, width, bc, spacing, order).materialize()
-
-
-def is_periodic(pair: Sequence) -> bool:
-    return isinstance(pair[0], Periodic)

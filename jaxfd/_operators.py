@@ -263,12 +263,9 @@ def _face_coefficient(k, axis, pair, h, mean):
     [k_0/2, 2 k_0] so a jump next to the wall cannot make it non-positive.
     """
     n = k.shape[axis]
-    if isinstance(pair[0], Periodic):
-        kp = ghost_pad(k, axis, 1, pair, h, 2)
-        left, right = kp.view(0, n + 1), kp.view(1, n + 1)
-    else:
-        kp = ghost_pad(k, axis, 1, (Neumann(0.0), Neumann(0.0)), h, 2)
-        left, right = kp.view(0, n + 1), kp.view(1, n + 1)
+    kbc = pair if isinstance(pair[0], Periodic) else (Neumann(0.0), Neumann(0.0))
+    kp = ghost_pad(k, axis, 1, kbc, h, 2)
+    left, right = kp.view(0, n + 1), kp.view(1, n + 1)
     if mean == "harmonic":
         faces = 2.0 * left * right / (left + right)
     elif mean == "arithmetic":
