@@ -12,6 +12,7 @@ from ._boundary import (
     pad as pad,
 )
 from ._buffered import buffered as buffered
+from ._directional import directional_difference as directional_difference
 from ._grid import Grid as Grid
 from ._linear import LinearOperator as LinearOperator
 from ._operators import (
@@ -69,5 +70,10 @@ from .time import (
 )
 
 from . import models as models
+from . import gr as gr
+from . import zo as zo
+from . import learn as learn
+from . import optim as optim
+from . import inverse as inverse
 
 __version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""PDE-constrained optimization: taylor_test, fit, regularizers."""

@@ -1,0 +1,1 @@
+"""Learnable, moment-constrained stencils and learnable PDE models (PDE-Net / FD-Net)."""

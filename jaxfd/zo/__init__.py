@@ -1,0 +1,1 @@
+"""Zeroth-order and finite-difference gradient estimators and Hessian-vector products."""
