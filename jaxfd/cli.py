@@ -1,19 +1,26 @@
 """The `jaxfd` command: run named problems with embedded defaults.
 
 ```
-jaxfd list                      # the problems it knows
-jaxfd run heat                  # run one with its defaults, no input files
-jaxfd run heat --size 256 --steps 16384 --float64 --out results/
-jaxfd run heat --config heat.toml
+jaxfd list                                  # the problems it knows
+jaxfd run coefficient                       # an inverse problem with its defaults, no input files
+jaxfd run coefficient --size 64 --iterations 300 --noise 0.02 --seed 3 --out results/
+jaxfd run coefficient --resume --out results/   # continue an interrupted run from its checkpoint
+jaxfd run heat --size 256 --steps 16384 --float64
+jaxfd run stefan --config stefan.toml
 ```
 
-`run` shows coarse progress on stderr, prints a summary on stdout and writes
-`<problem>.png` and `<problem>.json` to `--out` (default `./jaxfd-out`).
+`run` shows progress on stderr, prints a summary on stdout and writes
+`<problem>.png` and `<problem>.json` to `--out` (default `./jaxfd-out`);
+inverse problems also keep `<problem>.checkpoint.npz` there, written every
+few iterations, which `--resume` continues from.
 
 A `--config` file is TOML whose keys are the option names (`size`, `steps`,
-`out`, `seed`, `float64`, `quiet`); options given on the command line win over
-the file. Bad input (an unknown problem or option, a negative size, malformed
-TOML) ends with one line on stderr and exit status 2; a failure while running
+`iterations`, `noise`, `seed`, `out`, `float64`, `quiet`, `resume`); options
+given on the command line win over the file. Each problem takes its own
+options (`jaxfd list` and the docs say which); an option that does not apply
+to the problem is refused. Bad input (an unknown problem or option, a
+negative size, malformed TOML) ends with one line on stderr and exit status
+2; a failure while running (for example a fit whose loss became non-finite)
 ends with one line and status 1. Set `JAXFD_DEBUG=1` to see the traceback.
 """
 
@@ -37,12 +44,16 @@ DEFAULT_OUT = "jaxfd-out"
 _OPTIONS: dict[str, tuple[type, Any, str]] = {
     "size": (int, lambda v: v >= 4, "an integer >= 4"),
     "steps": (int, lambda v: v >= 1, "an integer >= 1"),
+    "iterations": (int, lambda v: v >= 0, "an integer >= 0"),
+    "noise": (float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "resume": (bool, lambda v: True, "true or false"),
     "seed": (int, lambda v: v >= 0, "an integer >= 0"),
     "out": (str, lambda v: len(v) > 0, "a non-empty path"),
     "float64": (bool, lambda v: True, "true or false"),
     "quiet": (bool, lambda v: True, "true or false"),
 }
 _FALLBACKS = {"seed": 0, "out": DEFAULT_OUT, "float64": False, "quiet": False}
+_COMMON = tuple(_FALLBACKS)  # options every problem takes
 
 
 class UsageError(Exception):
@@ -77,8 +88,14 @@ def _build_parser() -> _Parser:
                      help="cells per axis (default: the problem's)")
     run.add_argument("--steps", type=_int_arg("--steps"), default=None,
                      help="time steps (default: the problem's; heat: enough to reach t = 0.05)")
+    run.add_argument("--iterations", type=_int_arg("--iterations"), default=None,
+                     help="inverse problems: most optimizer iterations (default: the problem's)")
+    run.add_argument("--noise", type=_float_arg("--noise"), default=None,
+                     help="inverse problems: relative noise of the synthetic data (default: the problem's)")
+    run.add_argument("--resume", action="store_true", default=None,
+                     help="inverse problems: continue from the checkpoint in --out")
     run.add_argument("--seed", type=_int_arg("--seed"), default=None,
-                     help="seed of the random initial condition (default 0)")
+                     help="seed of the synthetic data / random initial condition (default 0)")
     run.add_argument("--out", default=None, metavar="DIR",
                      help=f"output folder (default ./{DEFAULT_OUT})")
     run.add_argument("--float64", action="store_true", default=None,
@@ -96,6 +113,16 @@ def _int_arg(flag: str):
             return int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+    return convert
+
+
+def _float_arg(flag: str):
+    def convert(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
     return convert
 
@@ -124,6 +151,8 @@ def _load_config(path: str) -> dict[str, Any]:
         kind, _, accepted = _OPTIONS[name]
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise UsageError(f"{key} in {path} must be {accepted}, got {value!r}")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if kind is not int and not isinstance(value, kind):
             raise UsageError(f"{key} in {path} must be {accepted}, got {value!r}")
         config[name] = value
@@ -133,12 +162,20 @@ def _load_config(path: str) -> dict[str, Any]:
 def _resolve(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
     """Command line over config file over the problem's defaults over fallbacks."""
     config = _load_config(args.config) if args.config else {}
+    takes = [*defaults, *_COMMON]
     options = {}
     for name, (_, check, accepted) in _OPTIONS.items():
         value = getattr(args, name)
         source = f"--{name}"
         if value is None and name in config:
             value, source = config[name], f"{name} in {args.config}"
+        if name not in takes:
+            if value is not None:
+                raise UsageError(
+                    f"{source} does not apply to problem {args.problem!r}; it takes "
+                    f"{', '.join('--' + t for t in takes)}"
+                )
+            continue
         if value is None:
             value = defaults.get(name, _FALLBACKS.get(name))
         if value is None:  # the problem chooses (e.g. steps from the size)
@@ -204,19 +241,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
 
-    if options["steps"] is None and hasattr(module, "default_steps"):
-        options["steps"] = module.default_steps(options["size"])
     precision = "float64" if options["float64"] else "float32"
-    _say(quiet, f"{args.problem}: {options['size']}x{options['size']} cells, "
-                f"{options['steps']} steps, {precision} on {jax.default_backend()}; compiling...")
+    kwargs = {name: options[name] for name in module.DEFAULTS}
+    if "steps" in kwargs and kwargs["steps"] is None and hasattr(module, "default_steps"):
+        kwargs["steps"] = module.default_steps(options["size"])
+    details = ", ".join(f"{k} {v}" for k, v in kwargs.items() if k != "resume")
+    _say(quiet, f"{args.problem}: {details}, {precision} on {jax.default_backend()}; compiling...")
+    if "resume" in module.DEFAULTS:  # inverse problems: progress bar and checkpoint of the fit
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint = out / f"{args.problem}.checkpoint.npz"
+        if kwargs["resume"] and not checkpoint.exists():
+            raise UsageError(f"--resume: no checkpoint {checkpoint} to resume from; run without --resume")
+        kwargs.update(progress=not quiet, checkpoint=checkpoint)
+    else:
+        kwargs.update(progress=_progress_printer(args.problem, quiet))
     with jax.enable_x64(options["float64"]):
-        result = module.run(
-            size=options["size"],
-            steps=options["steps"],
-            seed=options["seed"],
-            dtype=jnp.float64 if options["float64"] else jnp.float32,
-            progress=_progress_printer(args.problem, quiet),
-        )
+        result = module.run(**kwargs, seed=options["seed"],
+                            dtype=jnp.float64 if options["float64"] else jnp.float32)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{args.problem}.png"
     summary_path = out / f"{args.problem}.json"
@@ -237,12 +278,15 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
             return f"{value:.4g}"
         return str(value)
 
-    keys = ["problem", "size", "steps", "dtype", "backend", "dt", "final_time", "max_error",
-            "relative_error", "wall_time_s", "compile_time_s", "compile_time_share"]
-    width = max(len(k) for k in keys)
-    for key in keys:
-        if key in summary:
-            print(f"{key:<{width}}  {fmt(summary[key])}")
+    keys = ["problem", "size", "steps", "noise", "dtype", "backend", "dt", "final_time", "max_error",
+            "relative_error", "iterations", "stopped_because", "final_loss", "gradient_norm",
+            "resumed_from", "wall_time_s", "compile_time_s", "compile_time_share"]
+    rows = [(key, summary[key]) for key in keys if key in summary]
+    rows += [(name, value) for name, value in summary.get("errors", {}).items()]
+    rows += [(f"target met: {name}", value) for name, value in summary.get("targets_met", {}).items()]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {fmt(value)}")
     print(f"{'summary':<{width}}  {path}")
 
 

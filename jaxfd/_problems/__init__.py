@@ -1,12 +1,18 @@
 """Named problems that the `jaxfd` command runs (private; see `jaxfd.cli`).
 
-Each problem lives in its own module and exposes:
+Each problem exposes:
 
 * `DESCRIPTION`: one line for `jaxfd list`;
-* `DEFAULTS`: a dict of the default option values it wants (`size`, `steps`; a
-  `None` leaves the choice to the problem, e.g. `default_steps(size)`);
-* `run(*, size, steps, seed, dtype, progress) -> Result`: the computation;
+* `DEFAULTS`: the problem's own options and their defaults (`size`, `steps`
+  for a forward run; `size`, `iterations`, `noise`, `resume` for an inverse
+  problem; a `None` leaves the choice to the problem, e.g. `default_steps(size)`);
+  an option outside these and the common ones (`seed`, `out`, `float64`,
+  `quiet`) is refused for that problem;
+* `run(*, <its options>, seed, dtype, progress, ...) -> Result`: the computation;
 * `plot(result, path)`: writes a PNG of the result.
+
+Forward problems are modules here (`heat`); the worked inverse problems are
+modules of `jaxfd.inverse.problems`, adapted by `inverse.InverseProblemCommand`.
 
 Modules are imported only when a problem is run, so `jaxfd list` and input
 errors stay fast.
@@ -23,6 +29,22 @@ __all__ = ["PROBLEMS", "Result", "load"]
 # name -> (module, one-line description). The description is repeated here so
 # that listing problems does not import JAX.
 PROBLEMS: dict[str, tuple[str, str]] = {
+    "coefficient": (
+        "jaxfd.inverse.problems.coefficient",
+        "recover a discontinuous diffusivity k(x, y) (contrast 100) from 4 noisy steady experiments",
+    ),
+    "initial_state": (
+        "jaxfd.inverse.problems.initial_state",
+        "recover the initial temperature of 2-D advection-diffusion from sparse sensors over time",
+    ),
+    "stefan": (
+        "jaxfd.inverse.problems.stefan",
+        "optimal boundary heat flux that melts a 1-D Stefan problem to a target front position",
+    ),
+    "chromatography": (
+        "jaxfd.inverse.problems.chromatography",
+        "fit velocity, dispersion, rate and equilibrium constants to a noisy breakthrough curve",
+    ),
     "heat": (
         "jaxfd._problems.heat",
         "2-D heat equation u_t = nu * laplacian(u), Dirichlet walls, exact sine-mode solution",
@@ -39,6 +61,10 @@ class Result:
 
 
 def load(name: str):
-    """The module of problem `name`; raises KeyError for an unknown name."""
+    """The problem `name` (a module, or an adapted inverse problem); KeyError if unknown."""
     module, _ = PROBLEMS[name]
+    if module.startswith("jaxfd.inverse.problems."):
+        from .inverse import InverseProblemCommand
+
+        return InverseProblemCommand(name, module)
     return importlib.import_module(module)
