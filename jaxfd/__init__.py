@@ -75,5 +75,6 @@ from . import zo as zo
 from . import learn as learn
 from . import optim as optim
 from . import inverse as inverse
+from .inverse import fit as fit, taylor_test as taylor_test
 
 __version__ = "0.1.0"

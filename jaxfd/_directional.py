@@ -28,7 +28,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-__all__ = ["directional_difference", "tree_axpy", "tree_norm", "check_same_structure", "check_positive"]
+__all__ = [
+    "directional_difference",
+    "relative_step",
+    "tree_axpy",
+    "tree_norm",
+    "tree_vdot",
+    "check_same_structure",
+    "check_positive",
+]
 
 Scheme = Literal["forward", "backward", "central"]
 _SCHEMES = ("forward", "backward", "central")
@@ -47,12 +55,41 @@ def tree_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in leaves))
 
 
+def tree_vdot(a, b) -> jax.Array:
+    """Real inner product `sum(a_i * b_i)` over the inexact array leaves of two pytrees of one structure."""
+    a_leaves = _arrays(a)
+    b_leaves = _arrays(b)
+    if not a_leaves:
+        return jnp.zeros(())
+    return sum(jnp.sum(ai * bi) for ai, bi in zip(a_leaves, b_leaves))
+
+
+def _scale(a, xi):
+    # `a` is cast to the leaf's dtype first, so a float64 array step (a traced
+    # schedule, say) never promotes a float32 leaf (nor trips strict promotion).
+    a = jnp.asarray(a)
+    if jnp.issubdtype(a.dtype, jnp.inexact) or jnp.issubdtype(a.dtype, jnp.integer):
+        a = a.astype(jnp.result_type(xi))
+    return a * xi
+
+
 def tree_axpy(a, x, y):
-    """`a * x + y` leaf by leaf over the inexact arrays of `y`; other leaves of `y` are kept."""
+    """`a * x + y` leaf by leaf over the inexact arrays of `y`; other leaves of `y` are kept.
+
+    The scalar `a` is cast to each leaf's dtype (float32 leaves stay float32).
+    """
     y_arrays, y_static = eqx.partition(y, eqx.is_inexact_array)
     x_arrays = eqx.filter(x, eqx.is_inexact_array)
-    out = jax.tree_util.tree_map(lambda xi, yi: (a * xi).astype(yi.dtype) + yi, x_arrays, y_arrays)
+    out = jax.tree_util.tree_map(lambda xi, yi: _scale(a, xi).astype(yi.dtype) + yi, x_arrays, y_arrays)
     return eqx.combine(out, y_static)
+
+
+def relative_step(eps, direction) -> jax.Array:
+    """The step `h = eps / ||direction||` of `step="relative"` (`h = eps` for a zero direction)."""
+    norm = tree_norm(direction)
+    eps = jnp.asarray(eps).astype(norm.dtype)
+    positive = norm > 0
+    return jnp.where(positive, eps / jnp.where(positive, norm, jnp.ones_like(norm)), eps)
 
 
 def check_same_structure(direction, x, *, name: str = "direction", where: str = "directional_difference"):
@@ -138,8 +175,7 @@ def directional_difference(
     check_same_structure(direction, x)
 
     if step == "relative":
-        norm = tree_norm(direction)
-        h = jnp.where(norm > 0, eps / jnp.where(norm > 0, norm, 1.0), eps)
+        h = relative_step(eps, direction)
     else:
         h = jnp.asarray(eps)
 

@@ -130,7 +130,8 @@ def _run_chunk(objective, backend, carry: _Carry, args, chunk_end, max_steps, gt
         )
         reason = jnp.where((reason == _RUNNING) & unchanged, _STALLED, reason)
         z_good = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), carry.z, carry.z_good)
-        new = _Carry(z, state, z_good, carry.step + (reason == _RUNNING), reason, grad_ref, value)
+        new = _Carry(z, state, z_good, carry.step + (reason == _RUNNING).astype(carry.step.dtype), reason,
+                     grad_ref, value)
         return new, history
 
     carry, history = lax.while_loop(cond, body, (carry, history))

@@ -8,6 +8,10 @@ compiled loop:
 * `value_and_grad(objective, z, state) -> (value, grad)` at the current point
   (reusing what the previous line search computed where the optimizer keeps it);
 * `update(objective, z, state, value, grad) -> (z, state)`: one optimizer step.
+
+The libraries' own arithmetic mixes integer widths, so their steps are traced
+under standard dtype promotion even when the caller runs with
+`jax_numpy_dtype_promotion="strict"` (as jaxfd's test suite does).
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ class OptaxBackend(AbstractBackend):
     bounds: Any = None
 
     def init(self, objective, z):
-        return self.transform.init(z)
+        with jax.numpy_dtype_promotion("standard"):
+            return self.transform.init(z)
 
     def value_and_grad(self, objective, z, state):
         if self.caches_value:
@@ -53,8 +58,9 @@ class OptaxBackend(AbstractBackend):
         return jax.value_and_grad(objective)(z)
 
     def update(self, objective, z, state, value, grad):
-        updates, state = self.transform.update(grad, state, z, value=value, grad=grad, value_fn=objective)
-        z = optax.apply_updates(z, updates)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = self.transform.update(grad, state, z, value=value, grad=grad, value_fn=objective)
+            z = optax.apply_updates(z, updates)
         if self.bounds is not None:
             z = optax.projections.projection_box(z, *self.bounds)
         return z, state
@@ -82,13 +88,15 @@ class LBFGSBBackend(AbstractBackend):
         return jaxopt.LBFGSB(fun=objective, maxiter=1, tol=0.0, history_size=self.memory)
 
     def init(self, objective, z):
-        return self._solver(objective).init_state(z, bounds=self.bounds)
+        with jax.numpy_dtype_promotion("standard"):
+            return self._solver(objective).init_state(z, bounds=self.bounds)
 
     def value_and_grad(self, objective, z, state):
         return state.value, state.grad
 
     def update(self, objective, z, state, value, grad):
-        z, state = self._solver(objective).update(z, state, bounds=self.bounds)
+        with jax.numpy_dtype_promotion("standard"):
+            z, state = self._solver(objective).update(z, state, bounds=self.bounds)
         return z, state
 
     def stationarity(self, z, grad):

@@ -129,9 +129,10 @@ def taylor_test(
     if not isinstance(num_steps, int) or num_steps < 3:
         raise ValueError(f"taylor_test: expected an integer num_steps >= 3, got {num_steps!r}.")
     check_same_structure(dm, m, name="dm", where="taylor_test")
+    shape = jax.eval_shape(J, m).shape
+    if shape != ():
+        raise ValueError(f"taylor_test: J must return a scalar, got shape {shape}.")
     j0, g = jax.value_and_grad(J)(m)
-    if jnp.ndim(j0) != 0:
-        raise ValueError(f"taylor_test: J must return a scalar, got shape {jnp.shape(j0)}.")
     leaves = jax.tree_util.tree_leaves(m)
     dtype = jnp.result_type(*leaves) if leaves else jnp.float64
     norm_dm = float(jnp.sqrt(_tree_vdot(dm, dm)))
