@@ -245,16 +245,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     kwargs = {name: options[name] for name in module.DEFAULTS}
     if "steps" in kwargs and kwargs["steps"] is None and hasattr(module, "default_steps"):
         kwargs["steps"] = module.default_steps(options["size"])
-    details = ", ".join(f"{k} {v}" for k, v in kwargs.items() if k != "resume")
-    _say(quiet, f"{args.problem}: {details}, {precision} on {jax.default_backend()}; compiling...")
     if "resume" in module.DEFAULTS:  # inverse problems: progress bar and checkpoint of the fit
-        out.mkdir(parents=True, exist_ok=True)
         checkpoint = out / f"{args.problem}.checkpoint.npz"
         if kwargs["resume"] and not checkpoint.exists():
             raise UsageError(f"--resume: no checkpoint {checkpoint} to resume from; run without --resume")
+        out.mkdir(parents=True, exist_ok=True)
         kwargs.update(progress=not quiet, checkpoint=checkpoint)
     else:
         kwargs.update(progress=_progress_printer(args.problem, quiet))
+    details = ", ".join(f"{k} {v}" for k, v in kwargs.items() if k not in ("resume", "progress", "checkpoint"))
+    _say(quiet, f"{args.problem}: {details}, {precision} on {jax.default_backend()}; compiling...")
     with jax.enable_x64(options["float64"]):
         result = module.run(**kwargs, seed=options["seed"],
                             dtype=jnp.float64 if options["float64"] else jnp.float32)

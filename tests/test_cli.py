@@ -53,8 +53,15 @@ def _check_outputs(out: Path, *, dtype: str) -> dict:
 
 def test_list(capsys):
     assert main(["list"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("heat ")
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["coefficient", "initial_state", "stefan", "chromatography", "heat"]
+
+
+def test_registry_descriptions_match_the_problems():
+    from jaxfd._problems import PROBLEMS, load
+
+    for name, (_, description) in PROBLEMS.items():
+        assert load(name).DESCRIPTION == description, name
 
 
 def test_run_heat_in_process(tmp_path, capsys):
@@ -115,7 +122,7 @@ def test_console_script_is_installed(tmp_path):
     result = subprocess.run([str(script), "list"], cwd=tmp_path, env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("heat ")
+    assert result.stdout.startswith("coefficient ")
 
 
 def _bad_configs(tmp_path):
@@ -136,6 +143,11 @@ BAD_INPUT = {
     "negative size": (["run", "heat", "--size", "-3"], "--size"),
     "non-integer size": (["run", "heat", "--size", "big"], "--size"),
     "zero steps": (["run", "heat", "--steps", "0"], "--steps"),
+    "option of another problem": (["run", "heat", "--iterations", "5"], "does not apply to problem 'heat'"),
+    "steps for an inverse problem": (["run", "coefficient", "--steps", "5"], "--steps does not apply"),
+    "noise out of range": (["run", "coefficient", "--noise", "1.5"], "--noise must be a number in [0, 1)"),
+    "negative iterations": (["run", "coefficient", "--iterations", "-1"], "--iterations"),
+    "resume without checkpoint": (["run", "coefficient", "--resume"], "no checkpoint"),
     "malformed toml": (["run", "heat", "--config", "{malformed}"], "malformed TOML"),
     "unknown toml key": (["run", "heat", "--config", "{unknown_key}"], "unknown key 'sizes'"),
     "wrong toml type": (["run", "heat", "--config", "{wrong_type}"], "size"),
@@ -168,3 +180,49 @@ def test_bad_input_subprocess_has_no_traceback(args, tmp_path):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stdout == ""
+
+
+INVERSE_SMALL = ["--size", "16", "--float64", "--quiet"]
+
+
+def test_run_inverse_problem_writes_summary_and_plot(tmp_path, capsys):
+    assert main(["run", "coefficient", *INVERSE_SMALL, "--iterations", "12", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "k_relative_l2_away_from_jumps" in out and "target met" in out
+    png = tmp_path / "coefficient.png"
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    summary = json.loads((tmp_path / "coefficient.json").read_text())
+    assert summary["iterations"] == 12 and summary["stopped_because"] == "max_steps"
+    assert summary["final_loss"] < 0.1 * summary["initial_loss"]
+    assert set(summary["targets"]) <= set(summary["errors"])
+    assert 0 < summary["compile_time_share"] < 1 and summary["resumed_from"] is None
+    assert (tmp_path / "coefficient.checkpoint.npz").exists()
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    """A run terminated mid-fit resumes from its checkpoint and ends where an uninterrupted run ends."""
+    import signal
+    import time
+
+    args = ["run", "coefficient", *INVERSE_SMALL, "--iterations", "150"]
+    killed = tmp_path / "killed"
+    checkpoint = killed / "coefficient.checkpoint.npz"
+    process = subprocess.Popen([sys.executable, "-m", "jaxfd", *args, "--out", str(killed)], cwd=tmp_path,
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 110
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert checkpoint.exists(), "the run ended before it wrote a checkpoint"
+    assert not (killed / "coefficient.json").exists(), "the run finished before it was killed"
+
+    resumed = _run_module(*args, "--resume", "--out", str(killed), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = tmp_path / "straight"
+    assert main([*args, "--out", str(straight)]) == 0
+    a = json.loads((killed / "coefficient.json").read_text())
+    b = json.loads((straight / "coefficient.json").read_text())
+    assert a["resumed_from"] >= 10 and b["resumed_from"] is None
+    for key in ("iterations", "stopped_because", "final_loss", "gradient_norm", "errors"):
+        assert a[key] == b[key], key

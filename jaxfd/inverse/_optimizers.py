@@ -16,6 +16,7 @@ under standard dtype promotion even when the caller runs with
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -83,7 +84,9 @@ class LBFGSBBackend(AbstractBackend):
     memory: int = eqx.field(static=True, default=10)
 
     def _solver(self, objective):
-        import jaxopt
+        with warnings.catch_warnings():  # its deprecation notice is known and documented
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import jaxopt
 
         return jaxopt.LBFGSB(fun=objective, maxiter=1, tol=0.0, history_size=self.memory)
 

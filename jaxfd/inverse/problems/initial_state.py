@@ -9,7 +9,8 @@ a solid-body rotation that carries the initial features past the sensors
 while they diffuse. Discretised by `fd.models.advection_diffusion_reaction`
 (third-order upwind advection, second-order Laplacian) and stepped by
 `fd.simulate` with SSP-RK3 at 0.8 times `fd.max_stable_dt`; gradients
-through the rollout use the bounded-memory `checkpoint="recursive"` policy.
+through the rollout use the bounded-memory `checkpoint="nested"` policy
+(O(sqrt(T)) stored states; it compiles in half the time of "recursive").
 
 The truth is a sum of three Gaussian blobs. Sensors sit at every
 `SENSOR_STRIDE`-th cell in both directions (about 6% of the cells) and
@@ -82,7 +83,7 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
 
     def readings(u0, *, stability="ignore"):
         sol = fd.simulate(rhs, u0, 0.0, FINAL_TIME, dt, stepper=stepper, args=args, saveat=saveat,
-                          checkpoint="recursive", stability=stability)
+                          checkpoint="nested", stability=stability)
         return sol.us[:, rows, cols]
 
     u0_true = true_initial_state(grid)
