@@ -174,7 +174,10 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
             return ck(k, v), None
         return lax.scan(body, u, start + jnp.arange(count))[0]
     if checkpoint == "nested":
-        inner = max(1, math.isqrt(count))
+        # A segment length that divides `count` (within a factor 2 of sqrt(count)) avoids a
+        # remainder loop: one more copy of the step in the program, doubling its compile time.
+        root = max(1, math.isqrt(count))
+        inner = next((d for d in range(root, max(1, root // 2) - 1, -1) if count % d == 0), root)
         outer, rest = divmod(count, inner)
 
         @jax.checkpoint

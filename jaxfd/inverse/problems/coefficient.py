@@ -149,14 +149,14 @@ def _plot(grid, k_true, k, history, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    extent = [grid.extent[1][0], grid.extent[1][1], grid.extent[0][0], grid.extent[0][1]]
+    extent = [grid.extent[0][0], grid.extent[0][1], grid.extent[1][0], grid.extent[1][1]]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     norm = matplotlib.colors.LogNorm(vmin=min(k_true.min(), k.min()), vmax=max(k_true.max(), k.max()))
     for ax, field, title in ((axes[0], k_true, "true k"), (axes[1], k, "recovered k")):
-        image = ax.imshow(field, origin="lower", extent=extent, norm=norm, cmap="viridis")
+        image = ax.imshow(field.T, origin="lower", extent=extent, norm=norm, cmap="viridis")
         ax.set_title(title)
-        ax.set_xlabel("y")
-        ax.set_ylabel("x")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
     fig.colorbar(image, ax=axes[:2], shrink=0.8)
     axes[2].semilogy(history.loss)
     axes[2].set_xlabel("iteration")

@@ -128,17 +128,17 @@ def _plot(grid, u_true, u, mask, history, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    extent = [grid.extent[1][0], grid.extent[1][1], grid.extent[0][0], grid.extent[0][1]]
+    extent = [grid.extent[0][0], grid.extent[0][1], grid.extent[1][0], grid.extent[1][1]]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     vmin, vmax = min(u_true.min(), u.min()), max(u_true.max(), u.max())
     for ax, field, title in ((axes[0], u_true, "true initial state"), (axes[1], u, "recovered")):
-        image = ax.imshow(field, origin="lower", extent=extent, vmin=vmin, vmax=vmax, cmap="magma")
+        image = ax.imshow(field.T, origin="lower", extent=extent, vmin=vmin, vmax=vmax, cmap="magma")
         ax.set_title(title)
-        ax.set_xlabel("y")
-        ax.set_ylabel("x")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
     xs, ys = grid.coords_numpy
     sx, sy = np.meshgrid(xs, ys, indexing="ij")
-    axes[0].plot(sy[mask], sx[mask], ".", color="cyan", markersize=2, label="sensors")
+    axes[0].plot(sx[mask], sy[mask], ".", color="cyan", markersize=2, label="sensors")
     axes[0].legend(loc="upper right", fontsize=7)
     fig.colorbar(image, ax=axes[:2], shrink=0.8)
     axes[2].semilogy(history.loss)

@@ -42,7 +42,9 @@ form `fd.diffusion` (second order), the flux control as a time-dependent
 $x = L$, forward Euler in time (`fd.Euler`, the classic explicit enthalpy
 scheme) at diffusion number $k\,\Delta t / (c\, h^2) = 0.4$ (stable up to
 0.5 since $dT/dH \le 1/c$), inside one `fd.simulate` loop with
-`checkpoint="nested"` for the gradient. The discrete scheme conserves energy
+`checkpoint="nested"` for the gradient ($O(\sqrt T)$ stored states; at the
+default size it is as fast as storing every state, and 2.5 times faster
+than `"step"`). The discrete scheme conserves energy
 exactly: $h\sum_i H_i$ grows by $\Delta t\, q(t_n)$ per step.
 
 **Control.** $q(t)$ is piecewise linear on `CONTROL_INTERVALS = 20`
@@ -75,13 +77,13 @@ $t_f = 0.25$.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._constraints import Interval
+import jaxfd as fd
+
 from ._base import InverseProblem
 
 __all__ = [
@@ -116,18 +118,6 @@ FRONT_WEIGHT = 100.0
 REGULARIZATION = 1e-5
 INITIAL_FLUX = 1.0
 MIN_SIZE = 8
-
-_Constants = dict[str, float]
-
-
-def _constants() -> _Constants:
-    return {
-        "conductivity": CONDUCTIVITY,
-        "heat_capacity": HEAT_CAPACITY,
-        "latent_heat": LATENT_HEAT,
-        "smoothing": SMOOTHING,
-    }
-
 
 def liquid_fraction(H, *, latent_heat: float = LATENT_HEAT, smoothing: float = SMOOTHING):
     r"""Smoothed liquid fraction $\phi_\varepsilon(H)$ (see the module docstring).
@@ -227,8 +217,6 @@ def make_rhs(grid, *, conductivity: float = CONDUCTIVITY, heat_capacity: float =
     Returns:
         `rhs(t, H, args)`.
     """
-    import jaxfd as fd
-
     if grid.ndim != 1:
         raise ValueError(f"stefan.make_rhs: expected a 1-D grid, got a {grid.ndim}-D grid of shape {grid.shape}.")
 
@@ -237,7 +225,7 @@ def make_rhs(grid, *, conductivity: float = CONDUCTIVITY, heat_capacity: float =
         if "surface_temperature" in args:
             left = fd.Dirichlet(jnp.asarray(args["surface_temperature"], H.dtype))
         else:
-            q = flux_at(t, args["flux"], final_time)
+            q = flux_at(t, jnp.asarray(args["flux"], H.dtype), final_time)
             left = fd.Neumann(q / jnp.asarray(conductivity, H.dtype))
         return fd.diffusion(T, grid, jnp.asarray(conductivity, H.dtype), bc=((left, fd.Neumann(0.0)),))
 
@@ -266,8 +254,6 @@ def simulate_melt(rhs, H0, args, *, dt: float, final_time: float = FINAL_TIME, s
     Returns:
         The `fd.Solution` (`us` stacked on a leading time axis).
     """
-    import jaxfd as fd
-
     return fd.simulate(rhs, H0, 0.0, final_time, dt, stepper=fd.Euler(), args=args,
                        saveat=fd.SaveAt() if saveat is None else saveat, checkpoint=checkpoint,
                        stability="ignore")
@@ -308,8 +294,6 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
         ValueError: size below 8, a noise level outside [0, 1), a non-integer
             seed, or an unsupported dtype.
     """
-    import jaxfd as fd
-
     size, noise, seed, dtype = _check_make_arguments(size, noise, seed, dtype)
     grid = fd.Grid((size,), ((0.0, LENGTH),))
     h = grid.spacing[0]
@@ -351,6 +335,7 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
             "temperature_relative_misfit": float(jnp.linalg.norm(temperature(H) - T_true)) / T_true_norm,
             "flux_relative_error": float(jnp.linalg.norm(params["flux"] - truth["flux"])) / q_true_norm,
             "front_position": s,
+            "front_position_target": float(s_target),
         }
 
     def plot(params, history, path):
@@ -365,7 +350,7 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
         errors=errors,
         targets={"front_position_relative_error": 0.01},
         plot=plot,
-        constraints={"flux": Interval(0.0, FLUX_MAX)},
+        constraints={"flux": fd.inverse.Interval(0.0, FLUX_MAX)},
         fit_options={"optimizer": "lbfgs", "gtol": 1e-6},
         data={
             "grid": grid,
@@ -388,8 +373,6 @@ def _plot(params, history, path, *, rhs, H0, dt, grid, truth, initial, T_obs, s_
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    import jaxfd as fd
 
     every = max(1, int(round(FINAL_TIME / dt / 100)))
     x = grid.coords_numpy[0]
@@ -417,7 +400,7 @@ def _plot(params, history, path, *, rhs, H0, dt, grid, truth, initial, T_obs, s_
         ax.plot(ts, s, label=label, **style[label])
     ax.axhline(s_target, color="C3", lw=0.8, label=f"target s* = {s_target:.4f}")
     ax.set(xlabel="t", ylabel="melt front s(t)", title="front position")
-    ax.legend()
+    ax.legend(loc="lower right")
     ax = axes[1, 0]
     ax.plot(x, np.asarray(T_obs, dtype=np.float64), ".", color="C3", ms=3, label="observed (noisy)")
     for label, (ts, s, T) in runs.items():
