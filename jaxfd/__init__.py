@@ -49,6 +49,9 @@ from .solve import (
     solve as solve,
 )
 from .time import (
+    Adaptive as Adaptive,
+    BogackiShampine3 as BogackiShampine3,
+    Dopri5 as Dopri5,
     ETDRK4 as ETDRK4,
     IMEX222 as IMEX222,
     BackwardEuler as BackwardEuler,

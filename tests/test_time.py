@@ -8,7 +8,7 @@ from conftest import assert_order
 
 import jaxfd as fd
 
-STEPPERS = [fd.Euler(), fd.Heun(), fd.SSPRK3(), fd.RK4()]
+STEPPERS = [fd.Euler(), fd.Heun(), fd.SSPRK3(), fd.RK4(), fd.BogackiShampine3(), fd.Dopri5()]
 
 
 def _rhs(t, u, args):
@@ -296,3 +296,88 @@ def test_progress_bar_reports_and_changes_nothing(capsys):
         lambda u: fd.simulate(_rhs, {"a": u}, 0.0, 1.0, 0.01, args=0.0, stability="ignore").us
     )(jnp.ones(2))
     assert "debug_callback" not in str(jaxpr)
+
+
+# ---------------------------------------------------------------- adaptive steps
+
+def _forced_decay(t, u, a):
+    return {"y": -a * u["y"] + jnp.sin(t)}
+
+
+def _forced_decay_exact(t, a):
+    # y' = -a y + sin t, y(0) = 1
+    return (1 + 1 / (1 + a * a)) * np.exp(-a * t) + (a * np.sin(t) - np.cos(t)) / (1 + a * a)
+
+
+@pytest.mark.parametrize("stepper", [fd.Dopri5(), fd.BogackiShampine3()], ids=lambda s: type(s).__name__)
+def test_adaptive_error_follows_the_tolerance_and_lands_on_save_times(stepper):
+    ts = [0.7, 2.5, 5.0]
+    errors, steps = [], []
+    for rtol in (1e-4, 1e-6, 1e-8):
+        sol = fd.simulate(_forced_decay, {"y": jnp.ones(2)}, 0.0, 5.0, 0.1, stepper=stepper, args=2.0,
+                          saveat=fd.SaveAt(ts=ts), stepsize=fd.Adaptive(rtol=rtol, atol=1e-2 * rtol))
+        np.testing.assert_array_equal(sol.ts, ts)
+        errors.append(float(jnp.max(jnp.abs(sol.us["y"][:, 0] - _forced_decay_exact(np.asarray(ts), 2.0)))))
+        steps.append(int(sol.stats["num_steps"]))
+        # global error within a modest multiple of the local tolerance (error control per step)
+        assert errors[-1] < 200 * rtol, (rtol, errors[-1])
+        assert int(sol.stats["result"]) == 0
+    assert errors[0] > errors[1] > errors[2]
+    # steps grow like tol^(-1/(q+1)) with q the embedded order: x100 tolerance, x100^(1/(q+1)) steps
+    ratio = steps[2] / steps[1]
+    expected = 100 ** (1 / (stepper.error_order + 1))
+    assert 0.6 * expected < ratio < 1.6 * expected, (steps, expected)
+
+
+@pytest.mark.parametrize("checkpoint", ["recursive", "none"])
+def test_adaptive_gradient_matches_the_exact_derivative(checkpoint):
+    def final(a):
+        sol = fd.simulate(_forced_decay, {"y": jnp.ones(1)}, 0.0, 3.0, 0.1, stepper=fd.Dopri5(), args=a,
+                          stepsize=fd.Adaptive(rtol=1e-10, atol=1e-12, max_steps=512), checkpoint=checkpoint)
+        return sol.us["y"][-1, 0]
+
+    h = 1e-6
+    exact = (_forced_decay_exact(3.0, 2.0 + h) - _forced_decay_exact(3.0, 2.0 - h)) / (2 * h)
+    assert float(jax.grad(final)(2.0)) == pytest.approx(exact, rel=1e-6)
+
+
+def test_adaptive_heat_equation_chooses_stable_steps():
+    # explicit Dopri5 on the stiff semi-discrete heat equation: the controller finds the
+    # stability limit itself (no CFL input), and the answer matches the exact decay
+    grid = fd.Grid((32,), ((0.0, 1.0),))
+    (x,) = grid.mesh()
+    rhs = fd.models.heat(grid)
+    args = {"diffusivity": 1.0, "bc": fd.Dirichlet(0.0)}
+    sol = fd.simulate(rhs, jnp.sin(jnp.pi * x), 0.0, 0.1, 1e-2, stepper=fd.Dopri5(), args=args,
+                      stepsize=fd.Adaptive(rtol=1e-6, atol=1e-9))
+    # the discrete decay rate of sin(pi x) on 32 cells
+    rate = 4 * 32**2 * np.sin(np.pi / (2 * 32)) ** 2
+    np.testing.assert_allclose(sol.us[-1], np.exp(-rate * 0.1) * np.sin(np.pi * np.asarray(x)), atol=1e-6)
+    limit = fd.max_stable_dt(fd.Dopri5(), grid, diffusivity=1.0)
+    assert int(sol.stats["num_steps"]) >= 0.1 / limit * 0.5  # it could not have taken much larger steps
+
+
+def test_adaptive_failures_are_reported():
+    blow_up = lambda t, u, a: u * u  # noqa: E731 - u = 1 / (1 - t): singular at t = 1
+    with pytest.raises(Exception, match="fell below dt_min"):
+        fd.simulate(blow_up, jnp.ones(1), 0.0, 2.0, 0.1, stepper=fd.Dopri5(), stepsize=fd.Adaptive())
+    with pytest.raises(Exception, match="max_steps=5"):
+        fd.simulate(_forced_decay, {"y": jnp.ones(1)}, 0.0, 5.0, 0.01, stepper=fd.Dopri5(), args=2.0,
+                    stepsize=fd.Adaptive(rtol=1e-10, max_steps=5))
+    sol = fd.simulate(blow_up, jnp.ones(1), 0.0, 2.0, 0.1, stepper=fd.Dopri5(), stepsize=fd.Adaptive(),
+                      throw=False)
+    assert int(sol.stats["result"]) == 2 and float(sol.stats["t_reached"]) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stepper": fd.RK4()}, "embedded"),
+    ({"saveat": fd.SaveAt(every=2)}, "every"),
+    ({"progress": True}, "progress"),
+    ({"stepsize": "adaptive"}, "fd.Adaptive"),
+])
+def test_adaptive_bad_input(kwargs, match):
+    options = {"stepper": fd.Dopri5(), "stepsize": fd.Adaptive(), **kwargs}
+    with pytest.raises((TypeError, ValueError), match=match):
+        fd.simulate(_forced_decay, {"y": jnp.ones(1)}, 0.0, 1.0, 0.1, args=2.0, **options)
+    with pytest.raises(ValueError, match="rtol"):
+        fd.Adaptive(rtol=0.0, atol=0.0)

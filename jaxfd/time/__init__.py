@@ -1,8 +1,12 @@
 """Method-of-lines time integration."""
 
+from ._adaptive import Adaptive as Adaptive
 from ._simulate import SaveAt as SaveAt, Solution as Solution, simulate as simulate
 from ._steppers import (
+    AbstractEmbeddedRK as AbstractEmbeddedRK,
     AbstractExplicitRK as AbstractExplicitRK,
+    BogackiShampine3 as BogackiShampine3,
+    Dopri5 as Dopri5,
     AbstractStepper as AbstractStepper,
     Euler as Euler,
     Heun as Heun,

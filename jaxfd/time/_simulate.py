@@ -14,7 +14,8 @@ import numpy as np
 from jax import lax
 
 from ._stability import check_explicit_stability
-from ._steppers import RK4, AbstractStepper
+from ._adaptive import Adaptive, simulate_adaptive
+from ._steppers import RK4, AbstractEmbeddedRK, AbstractStepper
 
 __all__ = ["SaveAt", "Solution", "simulate"]
 
@@ -255,6 +256,7 @@ def simulate(
     throw: bool = True,
     stability: Literal["check", "ignore"] = "check",
     progress: bool = False,
+    stepsize: Adaptive | None = None,
 ) -> Solution:
     r"""Integrate $du/dt = \mathrm{rhs}(t, u, \mathrm{args})$ from `t0` to `t1` with step `dt`.
 
@@ -293,6 +295,14 @@ def simulate(
             Checkpointed gradients recompute steps, so the bar may revisit
             them during a backward pass.
 
+        stepsize: `None` for fixed steps of `dt`, or `fd.Adaptive(rtol=..., atol=...)`
+            with an embedded pair (`fd.Dopri5()`, `fd.BogackiShampine3()`):
+            `dt` is then the first step tried, steps land exactly on the save
+            times, and `stats` also counts `num_rejected`. The loop is a
+            bounded while loop; reverse mode recomputes through a binomial
+            checkpoint schedule (any `checkpoint` but `"none"`, which stores
+            every attempt). `SaveAt(every=...)` and `progress` need fixed steps.
+
     Returns:
         A `Solution` with `ts`, `us` (stacked on a leading time axis) and `stats`.
     """
@@ -303,6 +313,9 @@ def simulate(
         raise TypeError(f"Expected a jaxfd stepper (e.g. fd.RK4()), got {stepper!r}.")
     if not isinstance(saveat, SaveAt):
         raise TypeError(f"Expected saveat to be an fd.SaveAt, got {saveat!r}.")
+    if stepsize is not None:
+        return _simulate_adaptive(rhs, u0, t0, t1, dt, stepper, args, saveat, checkpoint, checkpoints,
+                                  throw, progress, stepsize)
     n_steps = max(0, math.ceil((t1 - t0) / dt - _STEP_TOL))
     _check_rhs(rhs, t0, u0, args)
     save_steps = _save_steps(saveat, t0, t1, dt, n_steps)
@@ -326,6 +339,41 @@ def simulate(
         "failed_step": failed,
         "result": (failed >= 0).astype(jnp.int32),
     }
+    return Solution(ts=ts, us=us, stats=stats)
+
+
+def _simulate_adaptive(rhs, u0, t0, t1, dt, stepper, args, saveat, checkpoint, checkpoints, throw, progress,
+                       stepsize):
+    if not isinstance(stepsize, Adaptive):
+        raise TypeError(f"Expected stepsize=None or fd.Adaptive(...), got {stepsize!r}.")
+    if not isinstance(stepper, AbstractEmbeddedRK):
+        raise ValueError(
+            f"Adaptive steps need an embedded Runge-Kutta pair that estimates its error, got {stepper!r}; "
+            "use stepper=fd.Dopri5() or fd.BogackiShampine3()."
+        )
+    if saveat.every is not None:
+        raise ValueError("SaveAt(every=k) counts fixed steps; with adaptive steps save at times: SaveAt(ts=...).")
+    if progress:
+        raise ValueError("progress=True reports fixed steps; it is not available with adaptive steps yet.")
+    if checkpoint not in ("none", "step", "nested", "recursive"):
+        raise ValueError(
+            f"Expected checkpoint to be one of 'none', 'step', 'nested', 'recursive', got {checkpoint!r}."
+        )
+    _check_rhs(rhs, t0, u0, args)
+    requested = sorted(set(saveat.ts or ()))
+    for t in requested:
+        if not t0 - _STEP_TOL * max(abs(t0), 1.0) <= t <= t1 + _STEP_TOL * max(abs(t1), 1.0):
+            raise ValueError(f"SaveAt time {t} lies outside [t0, t1] = [{t0}, {t1}].")
+    stops = sorted({min(max(t, t0), t1) for t in requested if t > t0} | {t1}) if t1 > t0 else []
+    saved = [t in requested or (saveat.t1 and t == t1) for t in stops]
+    save_t0 = saveat.t0 or (t0 in requested)
+    if not any(saved) and not save_t0:
+        raise ValueError("SaveAt selects no states; ask for t1=True, t0=True or ts=...")
+    us, stats = simulate_adaptive(
+        rhs, u0, args, stepper, stepsize, t0=t0, t1=t1, dt0=dt, stops=tuple(stops), saved_stops=tuple(saved),
+        save_t0=save_t0, checkpoint=checkpoint, checkpoints=checkpoints, throw=bool(throw))
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(u0))
+    ts = jnp.asarray(([t0] if save_t0 else []) + [t for t, s in zip(stops, saved) if s], dtype)
     return Solution(ts=ts, us=us, stats=stats)
 
 

@@ -17,6 +17,9 @@ __all__ = [
     "Heun",
     "SSPRK3",
     "RK4",
+    "AbstractEmbeddedRK",
+    "BogackiShampine3",
+    "Dopri5",
 ]
 
 
@@ -75,13 +78,18 @@ class AbstractExplicitRK(AbstractStepper):
     #: imaginary-axis stability interval (0 when the method is unstable there)
     stability_imag: eqx.AbstractClassVar[float]
 
-    def step(self, rhs, t, u, dt, args):
+    def stages(self, rhs, t, u, dt, args) -> list:
+        """The stage derivatives k_i."""
         stages = []
         single = len(self.c) == 1
         for i, ci in enumerate(self.c):
             ui = _axpy(u, [(dt * aij, k) for aij, k in zip(self.a[i], stages) if aij != 0.0])
             ti = t + ci * dt
             stages.append(rhs(ti, ui, args) if single else evaluate_stage(rhs, ti, ui, args))
+        return stages
+
+    def step(self, rhs, t, u, dt, args):
+        stages = self.stages(rhs, t, u, dt, args)
         return _axpy(u, [(dt * bj, k) for bj, k in zip(self.b, stages) if bj != 0.0])
 
 
@@ -129,3 +137,68 @@ class RK4(AbstractExplicitRK):
     stability_imag: ClassVar[float] = 2.8284271247461903
 
 
+
+
+class AbstractEmbeddedRK(AbstractExplicitRK):
+    r"""An explicit Runge-Kutta pair: a solution of `order` and an embedded one of `error_order`.
+
+    `step_with_error` returns the higher-order solution (local extrapolation)
+    and the difference of the two, an estimate of the local error of the
+    lower-order one, $O(\Delta t^{\text{error\_order} + 1})$, which an
+    adaptive step-size controller keeps below its tolerance.
+    """
+
+    #: b - b_hat: weights of the error estimate
+    b_error: eqx.AbstractClassVar[tuple[float, ...]]
+    error_order: eqx.AbstractClassVar[int]
+
+    def step_with_error(self, rhs, t, u, dt, args):
+        stages = self.stages(rhs, t, u, dt, args)
+        u_new = _axpy(u, [(dt * bj, k) for bj, k in zip(self.b, stages) if bj != 0.0])
+        zero = jax.tree_util.tree_map(lambda x: 0.0 * x, u)
+        error = _axpy(zero, [(dt * ej, k) for ej, k in zip(self.b_error, stages) if ej != 0.0])
+        return u_new, error
+
+
+class BogackiShampine3(AbstractEmbeddedRK):
+    """Bogacki-Shampine 3(2) pair: order 3, embedded order 2, four stages."""
+
+    order: ClassVar[int] = 3
+    error_order: ClassVar[int] = 2
+    a: ClassVar = ((), (0.5,), (0.0, 0.75), (2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0))
+    b: ClassVar = (2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0, 0.0)
+    b_error: ClassVar = (2.0 / 9.0 - 7.0 / 24.0, 1.0 / 3.0 - 0.25, 4.0 / 9.0 - 1.0 / 3.0, -0.125)
+    c: ClassVar = (0.0, 0.5, 0.75, 1.0)
+    # the stability polynomial of every three-stage third-order method
+    stability_real: ClassVar[float] = 2.5127453266183286
+    stability_imag: ClassVar[float] = 1.7320508075688772
+
+
+class Dopri5(AbstractEmbeddedRK):
+    """Dormand-Prince 5(4) pair: order 5, embedded order 4, seven stages."""
+
+    order: ClassVar[int] = 5
+    error_order: ClassVar[int] = 4
+    a: ClassVar = (
+        (),
+        (1.0 / 5.0,),
+        (3.0 / 40.0, 9.0 / 40.0),
+        (44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0),
+        (19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0),
+        (9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0),
+        (35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0),
+    )
+    b: ClassVar = (35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0.0)
+    b_error: ClassVar = (
+        35.0 / 384.0 - 5179.0 / 57600.0,
+        0.0,
+        500.0 / 1113.0 - 7571.0 / 16695.0,
+        125.0 / 192.0 - 393.0 / 640.0,
+        -2187.0 / 6784.0 + 92097.0 / 339200.0,
+        11.0 / 84.0 - 187.0 / 2100.0,
+        -1.0 / 40.0,
+    )
+    c: ClassVar = (0.0, 0.2, 0.3, 0.8, 8.0 / 9.0, 1.0, 1.0)
+    stability_real: ClassVar[float] = 3.3066
+    # |R(iy)| exceeds 1 beyond y ~ 1: advection-dominated problems need the controller
+    stability_imag: ClassVar[float] = 0.9972
