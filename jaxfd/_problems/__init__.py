@@ -39,11 +39,11 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     ),
     "stefan": (
         "jaxfd.inverse.problems.stefan",
-        "optimal boundary heat flux that melts a 1-D Stefan problem to a target front position",
+        "Stefan melting problem: find the surface heat flux q(t) that puts the melt front at a target depth",
     ),
     "chromatography": (
         "jaxfd.inverse.problems.chromatography",
-        "fit velocity, dispersion, rate and equilibrium constants to a noisy breakthrough curve",
+        "Chromatography column: fit velocity, dispersion, exchange rate and isotherm slope to an outlet curve",
     ),
     "heat": (
         "jaxfd._problems.heat",

@@ -66,7 +66,8 @@ class FitResult:
         reason: `"gtol"`, `"ftol"`, `"max_steps"`, `"stalled"` (a step left the
             parameters unchanged) or `"non-finite"`.
         wall_time_s: wall-clock time of this call (compile included).
-        compile_time_s: time spent compiling the iteration program.
+        compile_time_s: time JAX spent tracing and compiling during this call
+            (zero when the same loss was fitted before with the same shapes).
         resumed_from: the step a checkpoint was resumed from, or `None`.
     """
 
@@ -93,6 +94,34 @@ class _Carry(eqx.Module):
     reason: jax.Array
     grad_ref: jax.Array  # gradient norm at p_0: gtol is relative to it
     previous_loss: jax.Array
+
+
+class _Objective(eqx.Module):
+    """The loss of the unconstrained variables; equal for equal (loss, constraints), so jit caches hit."""
+
+    loss: Callable
+    constraints: Any
+    dtypes: tuple = eqx.field(static=True)
+
+    def __call__(self, z, *args):
+        # Line searches may hand back wider floats (x64 on, float32 parameters): keep the parameters' dtypes.
+        leaves, treedef = jax.tree_util.tree_flatten(z)
+        z = jax.tree_util.tree_unflatten(treedef, [x.astype(d) for x, d in zip(leaves, self.dtypes)])
+        return self.loss(to_constrained(self.constraints, z), *args)
+
+
+# Seconds JAX spent tracing, lowering and compiling, summed by one process-wide listener.
+_COMPILE_SECONDS = [0.0]
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+def _count_compile_time(event: str, duration: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        _COMPILE_SECONDS[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile_time)
 
 
 def _run_chunk(objective, backend, carry: _Carry, args, chunk_end, max_steps, gtol, ftol, *, length):
@@ -136,6 +165,9 @@ def _run_chunk(objective, backend, carry: _Carry, args, chunk_end, max_steps, gt
 
     carry, history = lax.while_loop(cond, body, (carry, history))
     return carry, history
+
+
+_run_chunk_jit = eqx.filter_jit(_run_chunk)
 
 
 def _check_fit_arguments(max_steps, gtol, ftol, checkpoint_every):
@@ -223,9 +255,7 @@ def fit(
         bounds = _broadcast_bounds(bounds, params)
     backend = make_backend(optimizer, bounds)
 
-    def objective(z, *args):
-        return loss(to_constrained(constraints, z), *args)
-
+    objective = _Objective(loss, constraints, tuple(jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(z0)))
     value_shape = jax.eval_shape(objective, z0, *args)
     if value_shape.shape != ():
         raise ValueError(f"fit: loss must return a scalar, got shape {value_shape.shape}.")
@@ -233,6 +263,8 @@ def fit(
     state0 = backend.init(lambda z: objective(z, *args), z0)
     carry = _Carry(z0, state0, z0, jnp.asarray(0), jnp.asarray(_RUNNING), jnp.asarray(jnp.nan, dtype),
                    jnp.asarray(jnp.nan, dtype))
+    # Strong dtypes throughout, as a checkpoint restores them: a resumed run reuses the compiled program.
+    carry = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype) if eqx.is_array(x) else x, carry)
     history: list[np.ndarray] = []
     resumed_from = None
     path = Path(checkpoint) if checkpoint is not None else None
@@ -241,13 +273,13 @@ def fit(
         resumed_from = int(carry.step)
 
     length = checkpoint_every
-    chunk = eqx.filter_jit(lambda carry, args, chunk_end, limits: _run_chunk(
-        objective, backend, carry, args, chunk_end, *limits, length=length))
-    # Limits are traced, not constants: a resumed run with other limits runs the same program.
+    # Limits are traced, not constants: a resumed run with other limits runs the same program,
+    # and a second fit of the same loss (same function object) reuses the compiled chunk.
     limits = (jnp.asarray(max_steps), jnp.asarray(gtol, dtype), jnp.asarray(ftol, dtype))
-    compile_start = time.perf_counter()
-    compiled = chunk.lower(carry, args, jnp.asarray(0), limits).compile()
-    compile_time = time.perf_counter() - compile_start
+    compile_before = _COMPILE_SECONDS[0]
+
+    def compiled(carry, args, chunk_end, limits):
+        return _run_chunk_jit(objective, backend, carry, args, chunk_end, *limits, length=length)
 
     bar = _Progress(max_steps, enabled=progress, initial=int(carry.step))
     try:
@@ -265,6 +297,7 @@ def fit(
     finally:
         bar.close()
 
+    compile_time = _COMPILE_SECONDS[0] - compile_before
     reason = int(carry.reason)
     full = np.concatenate(history, axis=1) if history else np.zeros((2, 0))
     steps = int(carry.step)

@@ -61,7 +61,7 @@ class OptaxBackend(AbstractBackend):
     def update(self, objective, z, state, value, grad):
         with jax.numpy_dtype_promotion("standard"):
             updates, state = self.transform.update(grad, state, z, value=value, grad=grad, value_fn=objective)
-            z = optax.apply_updates(z, updates)
+            z = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), optax.apply_updates(z, updates), z)
         if self.bounds is not None:
             z = optax.projections.projection_box(z, *self.bounds)
         return z, state
@@ -106,13 +106,17 @@ class LBFGSBBackend(AbstractBackend):
         return _projected_gradient_norm(z, grad, self.bounds)
 
 
+# One instance, so that fits with "lbfgs" share compiled programs (transformations compare by identity).
+_LBFGS = optax.lbfgs()
+
+
 def make_backend(optimizer, bounds) -> AbstractBackend:
     """Backend for `optimizer` ("lbfgs", "adam" or an optax transformation) and optional bounds."""
     if isinstance(optimizer, str):
         if optimizer == "lbfgs":
             if bounds is not None:
                 return LBFGSBBackend(bounds=bounds)
-            return OptaxBackend(optax.lbfgs(), caches_value=True)
+            return OptaxBackend(_LBFGS, caches_value=True)
         raise ValueError(
             f"fit: unknown optimizer {optimizer!r}; pass 'lbfgs' or an optax GradientTransformation "
             "such as optax.adam(1e-2)."

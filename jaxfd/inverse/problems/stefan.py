@@ -369,17 +369,16 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
 
 
 def _plot(params, history, path, *, rhs, H0, dt, grid, truth, initial, T_obs, s_target):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure renders with Agg and leaves pyplot's backend and state alone.
+    from matplotlib.figure import Figure
 
     every = max(1, int(round(FINAL_TIME / dt / 100)))
     x = grid.coords_numpy[0]
     h = grid.spacing[0]
     node_times = np.linspace(0.0, FINAL_TIME, CONTROL_INTERVALS + 1)
     fine_t = np.linspace(0.0, FINAL_TIME, 401)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig = Figure(figsize=(11, 8))
+    axes = fig.subplots(2, 2)
     runs = {}
     for label, p in (("initial", initial), ("true", truth), ("recovered", params)):
         sol = simulate_melt(rhs, H0, {"flux": jnp.asarray(p["flux"], H0.dtype)}, dt=dt,
@@ -418,4 +417,3 @@ def _plot(params, history, path, *, rhs, H0, dt, grid, truth, initial, T_obs, s_
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
