@@ -128,7 +128,10 @@ def _float_arg(flag: str):
 
 
 def _load_config(path: str) -> dict[str, Any]:
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     try:
         with open(path, "rb") as f:
