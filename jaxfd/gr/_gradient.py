@@ -140,8 +140,8 @@ def value_and_gradient(
 
     Returns:
         `(value, grad)`, or `((value, aux), grad)` with `has_aux=True`. `value`
-        is the unregularised loss $L(\theta)$; `grad` has the structure of
-        `eqx.filter_grad(loss)(params, *args)` (None at non-array leaves).
+            is the unregularised loss $L(\theta)$; `grad` has the structure of
+            `eqx.filter_grad(loss)(params, *args)` (None at non-array leaves).
 
     Raises:
         ValueError: unknown method; a hyperparameter the method needs is
@@ -201,7 +201,7 @@ def gradient(
 
     Returns:
         The regularised gradient, a pytree like `eqx.filter_grad(loss)(params, *args)`;
-        `(grad, aux)` with `has_aux=True`.
+            `(grad, aux)` with `has_aux=True`.
 
     Raises:
         ValueError: unknown method, a missing or unused hyperparameter,

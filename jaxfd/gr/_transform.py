@@ -31,7 +31,9 @@ def transform(
     - `grad_fn`: `params -> grad L(params)` on the same batch (or
       `(grad, aux)` with `has_aux=True`; that aux is dropped) for every
       method but flooding. Double backprop differentiates through it
-      (reverse over reverse), so it must be differentiable. With equinox,
+      (reverse over reverse), so it must be differentiable; it re-evaluates
+      the gradient inside, so the function form `fd.gr.value_and_gradient`,
+      which shares it, is the cheaper way to run double backprop. With equinox,
       pass the arrays (`eqx.filter(model, eqx.is_inexact_array)`) as `params` and
       let `grad_fn` recombine them with the static part.
     - `value`: the loss $L(\theta)$, for `"flooding"`.

@@ -246,9 +246,12 @@ def box_lmo(lower, upper) -> Callable:
         `lmo(direction) -> argmin_{s in box} <s, direction>`.
     """
 
+    def is_single(bound):
+        return jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(bound))
+
     def lmo(direction):
         arrays = eqx.filter(direction, eqx.is_inexact_array)
-        if isinstance(lower, (int, float)) and isinstance(upper, (int, float)):
+        if is_single(lower) and is_single(upper):  # one bound (scalar or array) for every leaf
             return jax.tree_util.tree_map(
                 lambda d: jnp.where(d > 0, jnp.asarray(lower).astype(d.dtype), jnp.asarray(upper).astype(d.dtype)),
                 arrays,
@@ -344,8 +347,8 @@ def minimize(f: Callable, x0: Any, optimizer: AbstractZOOptimizer, key, num_step
 
     Returns:
         `(x, values)`: the final point and `f` at every iterate $x_0, \dots, x_T$
-        (shape `(num_steps + 1,)`). The cost per step in evaluations of `f` is
-        `optimizer.estimator.evaluations(x0)`.
+            (shape `(num_steps + 1,)`). The cost per step in evaluations of `f` is
+            `optimizer.estimator.evaluations(x0)`.
 
     Raises:
         TypeError: an optimizer that is not an `fd.zo` optimizer, a non-integer `num_steps`.
@@ -357,22 +360,22 @@ def minimize(f: Callable, x0: Any, optimizer: AbstractZOOptimizer, key, num_step
     n = check_count(num_steps, "num_steps", where)
     check_scalar_function(f, x0, where)
     arrays0, static = eqx.partition(x0, eqx.is_array)
-
-    @eqx.filter_jit
-    def run(arrays0, optimizer, key):
-        state0 = optimizer.init(eqx.combine(arrays0, static))
-
-        def body(carry, k):
-            arrays, state = carry
-            x = eqx.combine(arrays, static)
-            value = f(x)
-            x, state = optimizer.step(f, x, state, k)
-            return (eqx.filter(x, eqx.is_array), state), value
-
-        (arrays, _), values = jax.lax.scan(body, (arrays0, state0), jax.random.split(key, n))
-        x = eqx.combine(arrays, static)
-        return arrays, jnp.concatenate([values, jnp.reshape(f(x), (1,)).astype(values.dtype)])
-
-    arrays, values = run(arrays0, optimizer, key)
+    arrays, values = _run(f, arrays0, static, optimizer, jax.random.split(key, n))
     return eqx.combine(arrays, static), values
 
+
+@eqx.filter_jit
+def _run(f, arrays0, static, optimizer, keys):
+    # module level, so a second call with the same f, optimizer and shapes reuses the compiled loop
+    state0 = optimizer.init(eqx.combine(arrays0, static))
+
+    def body(carry, k):
+        arrays, state = carry
+        x = eqx.combine(arrays, static)
+        value = f(x)
+        x, state = optimizer.step(f, x, state, k)
+        return (eqx.filter(x, eqx.is_array), state), value
+
+    (arrays, _), values = jax.lax.scan(body, (arrays0, state0), keys)
+    last = jnp.reshape(f(eqx.combine(arrays, static)), (1,)).astype(values.dtype)
+    return arrays, jnp.concatenate([values, last])
