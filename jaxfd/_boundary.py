@@ -384,7 +384,7 @@ def pad(u, axis: int, width: int, bc, spacing: float, order: int = 2):
 
     Returns:
         The padded array, `2 * width` longer along `axis`. Operators use the
-        virtual form (`ghost_pad(...).view`) so that XLA fuses the ghosts into
-        the stencil instead of writing the padded array to memory.
+            virtual form (`ghost_pad(...).view`) so that XLA fuses the ghosts into
+            the stencil instead of writing the padded array to memory.
     """
     return ghost_pad(u, axis, width, bc, spacing, order).materialize()

@@ -64,9 +64,9 @@ def fornberg_weights(deriv: int, offsets: Sequence[float], x0: float = 0.0) -> n
 
     Returns:
         float64 numpy array of `len(offsets)` weights. The formula is exact for
-        every polynomial of degree `< len(offsets)`, so its order of accuracy is
-        `len(offsets) - deriv` (one more for symmetric central stencils of even
-        derivatives, by cancellation).
+            every polynomial of degree `< len(offsets)`, so its order of accuracy is
+            `len(offsets) - deriv` (one more for symmetric central stencils of even
+            derivatives, by cancellation).
 
     Raises:
         ValueError: repeated offsets, too few offsets, or a negative order.

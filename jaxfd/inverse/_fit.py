@@ -229,8 +229,8 @@ def fit(
             `False`, return the last finite iterate with `reason="non-finite"`.
 
     Returns:
-        A `FitResult` with the parameters, the history of loss and gradient
-        norm, the number of steps and why it stopped.
+        FitResult: the parameters, the history of loss and gradient
+            norm, the number of steps and why it stopped.
 
     Raises:
         ValueError/TypeError: bad options or parameters outside their constraints.

@@ -123,8 +123,8 @@ def taylor_test(
         tol: pass when the smallest meaningful rate is `>= expected - tol`.
 
     Returns:
-        A `TaylorTestResult`: `.rates`, `.rate`, `.passed` (also its truth
-        value) and a printable table.
+        TaylorTestResult: `.rates`, `.rate`, `.passed` (also its truth
+            value) and a printable table.
 
     Raises:
         ValueError: `dm` does not match `m`, `dm` is zero, `num_steps < 3`,

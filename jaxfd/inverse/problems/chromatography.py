@@ -323,7 +323,7 @@ def identifiability(curve, params, c_ref, noise: float) -> dict[str, np.ndarray]
 
     Returns:
         dict with `"std"` (relative standard deviations of v, D, k, K),
-        `"correlation"` (4 x 4) and `"condition"` of $A^TA$.
+            `"correlation"` (4 x 4) and `"condition"` of $A^TA$.
     """
     logp = jnp.log(jnp.stack([jnp.asarray(params[n]) for n in NAMES]))
 
@@ -370,7 +370,7 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
 
     Returns:
         An `InverseProblem` with parameters `{"v", "D", "k", "K"}` (scalars,
-        physical values) and `Positive()` constraints.
+            physical values) and `Positive()` constraints.
 
     Raises:
         ValueError: size below 16, a noise level outside [0, 1), a

@@ -288,7 +288,7 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
 
     Returns:
         An `InverseProblem` whose parameters are the 21 nodal values of the
-        flux history, `{"flux": array}`.
+            flux history, `{"flux": array}`.
 
     Raises:
         ValueError: size below 8, a noise level outside [0, 1), a non-integer
