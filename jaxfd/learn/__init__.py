@@ -15,6 +15,7 @@ from ._model import (
     LinearCombination as LinearCombination,
     NetworkTerm as NetworkTerm,
     PDEModel as PDEModel,
+    moment_penalty as moment_penalty,
     rollout_loss as rollout_loss,
 )
 from ._moments import (

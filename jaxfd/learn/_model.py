@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,10 +32,10 @@ import numpy as np
 from .._boundary import normalize_bc
 from .._grid import Grid
 from ..time import AbstractStepper, Euler, SaveAt, simulate
-from ._layer import MomentStencil, derivative_name
+from ._layer import MomentStencil, apply_filters, derivative_name
 from ._moments import check_multi_index
 
-__all__ = ["AbstractTerm", "LinearCombination", "NetworkTerm", "PDEModel", "rollout_loss"]
+__all__ = ["AbstractTerm", "LinearCombination", "NetworkTerm", "PDEModel", "moment_penalty", "rollout_loss"]
 
 
 def _default_dtype(dtype):
@@ -290,6 +291,32 @@ def _model_rhs(t, u, model):
     return model.rhs(u)
 
 
+@eqx.filter_jit
+def _rhs_rms(model, snaps):
+    return jnp.sqrt(jnp.mean(jax.vmap(model.rhs)(snaps) ** 2))
+
+
+@eqx.filter_jit
+def _term_sizes(model, snaps):
+    feats = jax.vmap(model.features)(snaps)
+    dtype = feats.dtype
+    term = model.term
+    if term.basis is None:
+        bsize = jnp.ones((), dtype)
+    else:
+        coords = model.grid.mesh(dtype)
+        bsize = jnp.max(jnp.stack([
+            jnp.sqrt(jnp.mean(jnp.broadcast_to(jnp.asarray(b(*coords), dtype), model.grid.shape) ** 2))
+            for b in term.basis]))
+    sizes = []
+    for monomial in term.terms:
+        phi = jnp.ones_like(feats[:, 0])
+        for i in monomial:
+            phi = phi * feats[:, i]
+        sizes.append(jnp.sqrt(jnp.mean(phi**2)) * bsize)
+    return jnp.stack(sizes)
+
+
 class PDEModel(eqx.Module):
     r"""A learnable PDE: $du/dt = N(u, \partial^{\alpha_1} u, \dots)$, stepped like the data.
 
@@ -317,6 +344,8 @@ class PDEModel(eqx.Module):
         size: filter size of the stencils built here (default: the smallest
             that fits each derivative at `accuracy`).
         accuracy: guaranteed order of the stencils built here.
+        symmetric: build the stencils with the symmetry of their derivative
+            (see `MomentStencil`).
         substeps: time steps per data interval.
         stepper: a jaxfd time stepper (default `fd.Euler()`).
         checkpoint: memory policy of gradients through rollouts (see
@@ -341,7 +370,7 @@ class PDEModel(eqx.Module):
     checkpoint: str = eqx.field(static=True)
 
     def __init__(self, grid: Grid, term: AbstractTerm, *, dt: float, derivatives: Sequence, bc,
-                 size: int | None = None, accuracy: int = 2, substeps: int = 1,
+                 size: int | None = None, accuracy: int = 2, symmetric: bool = False, substeps: int = 1,
                  stepper: AbstractStepper | None = None, checkpoint: str = "none", dtype=None):
         where = "PDEModel"
         if not isinstance(grid, Grid):
@@ -367,7 +396,7 @@ class PDEModel(eqx.Module):
                         f"{where}: derivative {alpha} is u itself, which is always feature 0; list "
                         "only derivatives of order >= 1."
                     )
-                stencil = MomentStencil(alpha, size, accuracy, dtype=dtype)
+                stencil = MomentStencil(alpha, size, accuracy, symmetric=symmetric, dtype=dtype)
             if stencil.ndim != grid.ndim:
                 raise ValueError(
                     f"{where}: stencil for derivative {stencil.derivative} is {stencil.ndim}-D, the grid is "
@@ -406,7 +435,21 @@ class PDEModel(eqx.Module):
     def features(self, u) -> jax.Array:
         """The stacked features $(u, \\partial^{\\alpha_1} u, \\dots)$, shape `(num_features, *grid.shape)`."""
         self.grid.check_field(u)
-        return jnp.stack([u] + [s(u, self.grid, bc=self.bc) for s in self.stencils])
+        if not jnp.issubdtype(u.dtype, jnp.floating):
+            raise TypeError(f"PDEModel: expected a floating-point field, got dtype {u.dtype}.")
+        # Stencils of one size and ghost order share one padding and one convolution.
+        groups: dict = {}
+        for i, s in enumerate(self.stencils):
+            groups.setdefault((s.size, s.ghost_order), []).append(i)
+        out = [u] + [None] * len(self.stencils)
+        for (_, ghost_order), members in groups.items():
+            filters = jnp.stack([self.stencils[i].filter() for i in members])
+            scales = [1.0 / math.prod(h**a for h, a in zip(self.grid.spacing, self.stencils[i].derivative))
+                      for i in members]
+            values = apply_filters(filters, u, self.grid, bc=self.bc, scales=scales, ghost_order=ghost_order)
+            for j, i in enumerate(members):
+                out[i + 1] = values[j]
+        return jnp.stack(out)
 
     def rhs(self, u) -> jax.Array:
         """$du/dt$ of the learned equation at the state `u`."""
@@ -431,28 +474,14 @@ class PDEModel(eqx.Module):
         return self.rollout(u, 1)[0]
 
     def term_sizes(self, data) -> np.ndarray:
-        """For a `LinearCombination` term: the root-mean-square size of each monomial times
-        its basis fields over the snapshots `data` (shape `(..., *grid.shape)`), one value
-        per term (float64 numpy). The scales `prune` compares coefficients with."""
+        """For a `LinearCombination` term: the root-mean-square size of each monomial over
+        the snapshots `data` (shape `(..., *grid.shape)`), times the largest root-mean-square
+        basis field, one value per term (float64 numpy). The scales `prune` compares
+        coefficients with."""
         if not isinstance(self.term, LinearCombination):
             raise TypeError("PDEModel.term_sizes: only a LinearCombination term has a library.")
         snaps = jnp.asarray(data).reshape((-1,) + self.grid.shape)
-        feats = jax.vmap(self.features)(snaps)
-        dtype = feats.dtype
-        coords = self.grid.mesh(dtype)
-        if self.term.basis is None:
-            bsize = np.ones(1)
-        else:
-            bsize = np.array([float(jnp.sqrt(jnp.mean(jnp.broadcast_to(jnp.asarray(b(*coords), dtype),
-                                                                        self.grid.shape) ** 2)))
-                              for b in self.term.basis])
-        sizes = []
-        for term in self.term.terms:
-            phi = jnp.ones_like(feats[:, 0])
-            for i in term:
-                phi = phi * feats[:, i]
-            sizes.append(float(jnp.sqrt(jnp.mean(phi**2))) * float(np.max(bsize)))
-        return np.array(sizes)
+        return np.asarray(_term_sizes(self, snaps), dtype=np.float64)
 
     def prune(self, data, threshold: float = 1e-2) -> PDEModel:
         """A copy whose `LinearCombination` keeps only the terms that matter on `data`.
@@ -471,7 +500,7 @@ class PDEModel(eqx.Module):
         if not float(threshold) >= 0:
             raise ValueError(f"PDEModel.prune: expected threshold >= 0, got {threshold!r}.")
         snaps = jnp.asarray(data).reshape((-1,) + self.grid.shape)
-        rms = float(jnp.sqrt(jnp.mean(jax.vmap(self.rhs)(snaps) ** 2)))
+        rms = float(_rhs_rms(self, snaps))
         term = self.term.prune(threshold * rms, scales=self.term_sizes(data))
         return eqx.tree_at(lambda m: m.term, self, term)
 
@@ -498,6 +527,27 @@ class PDEModel(eqx.Module):
             parts.append(f"{coef} {name}" if name != "1" else coef)
         body = " ".join(parts) if parts else "0"
         return "u_t = " + body.lstrip("+")
+
+
+def moment_penalty(model: PDEModel) -> jax.Array:
+    r"""$\sum_k \lVert m^{(k)}_{\text{free}} \rVert^2$: the squared learnable moments of all stencils.
+
+    Add `lam * moment_penalty(model)` to a loss to keep the stencils near
+    their initial state (the full-support Fornberg stencils) along directions
+    the data do not determine: smooth data say little about high-order
+    moments, which set the filters' response to short waves, and so the
+    stability of long rollouts.
+
+    Raises:
+        TypeError: a model that is not a `PDEModel`.
+    """
+    if not isinstance(model, PDEModel):
+        raise TypeError(f"moment_penalty: expected a jaxfd.learn.PDEModel, got {type(model).__name__}.")
+    total = None
+    for s in model.stencils:
+        term = jnp.sum(s.free**2)
+        total = term if total is None else total + term
+    return jnp.zeros(()) if total is None else total
 
 
 def rollout_loss(model: PDEModel, data, n_ahead: int = 1) -> jax.Array:

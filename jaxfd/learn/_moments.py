@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -72,8 +72,6 @@ def _transform_cached(size: int) -> tuple[np.ndarray, np.ndarray]:
     powers = np.arange(size)
     factorials = np.array([math.factorial(int(b)) for b in powers], dtype=np.float64)
     forward = offsets[None, :] ** powers[:, None] / factorials[:, None]
-    if size == 1:
-        forward = np.ones((1, 1))
     inverse = np.stack([fornberg_weights(int(b), offsets) for b in powers], axis=1)
     forward.setflags(write=False)
     inverse.setflags(write=False)
@@ -135,7 +133,7 @@ def moment_matrix(filter) -> jax.Array:
 
     Returns:
         The moments, an array of the filter's shape and floating dtype
-        (integer input is promoted to the default float dtype).
+            (integer input is promoted to the default float dtype).
 
     Raises:
         ValueError: a scalar filter.
@@ -210,7 +208,7 @@ def filter_from_moments(moments, size=None) -> jax.Array:
 
     Returns:
         The filter, an array of shape `size` in the moments' floating dtype
-        (the default float dtype for integer or Python-number moments).
+            (the default float dtype for integer or Python-number moments).
 
     Raises:
         ValueError: a moment of order `>= size` along some axis (a filter of
@@ -269,8 +267,8 @@ def stencil_order(filter, derivative, *, rtol: float = 1e-9) -> float:
 
     Returns:
         The order $p$ (a float: `math.inf` for a filter exact on every
-        polynomial, `0.0` for a filter that is not consistent with
-        $\partial^\alpha$ at all).
+            polynomial, `0.0` for a filter that is not consistent with
+            $\partial^\alpha$ at all).
 
     Raises:
         ValueError: a derivative multi-index of the wrong length.

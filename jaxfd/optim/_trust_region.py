@@ -17,8 +17,10 @@ Hessian-vector products are exact (forward-over-reverse: the `jvp` of the
 gradient, about the cost of two gradients) or finite differences of
 gradients along the direction (`jaxfd.directional_difference` on the
 gradient, central: two gradients, error $O(\varepsilon^2)$). No Hessian is
-ever formed. The whole loop is one `lax.while_loop` inside one compiled
-program.
+ever formed. Optionally (`preconditioner="jacobi"`) the problem is scaled by
+the square root of the Hessian's diagonal at every iteration, which makes
+the trust region an ellipsoid and CG effective on badly scaled problems.
+The whole loop is one `lax.while_loop` inside one compiled program.
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ from .._directional import directional_difference
 __all__ = ["TrustRegionNewtonCG", "TrustRegionInfo", "trust_region_minimize"]
 
 _HVP_KINDS = ("exact", "finite_difference")
+_PRECONDITIONERS = (None, "jacobi")
+#: a rejected step predicting less than this many ulps of f ends the run (result 2)
+_STALL = 16
+#: diagonal entries below this fraction of the largest count as no curvature (Jacobi scaling)
+_DIAGONAL_FLOOR = 1e-12
 _MESSAGES = {
     0: "converged: gradient norm <= max(gtol, rtol * initial gradient norm)",
     1: "max_steps reached",
-    2: "trust radius collapsed below min_radius (no further progress possible at this precision)",
+    2: "stalled: the trust radius fell below min_radius or a rejected step predicted a decrease "
+       "at the round-off level of f (no further progress possible at this precision)",
     3: "non-finite function value or gradient at the starting point",
+    4: "converged: an accepted step decreased f by less than ftol * |f|",
 }
 
 
@@ -63,11 +72,17 @@ class TrustRegionNewtonCG(eqx.Module):
             together) is `<= gtol`.
         rtol: also stop when it is `<= rtol` times its value at the start
             (0 by default: absolute test only).
+        ftol: also stop when an accepted step decreases $f$ by less than
+            `ftol * |f|` (0 by default: off). Useful on ill-conditioned
+            problems whose gradient norm stalls above round-off while $f$ no
+            longer moves.
         initial_radius: initial trust radius $\Delta_0 > 0$.
         max_radius: largest trust radius, `>= initial_radius`.
         eta: accept a step when $\rho > \eta$, $0 \le \eta < 1/4$.
         min_radius: stop (unconverged, `result=2`) when the radius falls below
-            this; round-off makes $\rho$ meaningless for tinier steps.
+            this; round-off makes $\rho$ meaningless for tinier steps. The run
+            also stops with `result=2` when a rejected step predicted a
+            decrease of $f$ within 16 ulps of $f$.
         cg_max_steps: cap on CG iterations per outer step (default: the
             number of parameters).
         hvp: `"exact"` (jvp of the gradient) or `"finite_difference"`
@@ -76,6 +91,16 @@ class TrustRegionNewtonCG(eqx.Module):
             $\varepsilon\, v / \lVert v\rVert$ (default: the cube root of the
             dtype's machine epsilon, which balances the $O(\varepsilon^2)$
             truncation of the central difference against round-off).
+        preconditioner: `None`, or `"jacobi"`: scale the problem by
+            $D = \sqrt{|\operatorname{diag} H|}$ at every iteration (the exact
+            diagonal, from $n$ Hessian-vector products in one batch), so the
+            trust region becomes the ellipsoid $\lVert D p\rVert \le \Delta$ and
+            CG works on $D^{-1} H D^{-1}$. For badly scaled problems with a few
+            (up to some hundreds of) parameters, such as the coefficients and
+            moments of a learnable PDE: CG then needs far fewer iterations
+            and Newton's fast local convergence returns. Coordinates whose
+            diagonal entry is below $10^{-12}$ of the largest (no measurable
+            curvature) are scaled like the stiffest one.
 
     Raises:
         ValueError: a non-positive (or negative) radius, `max_radius <
@@ -86,6 +111,7 @@ class TrustRegionNewtonCG(eqx.Module):
     max_steps: int = eqx.field(static=True, default=100)
     gtol: float = 1e-8
     rtol: float = 0.0
+    ftol: float = 0.0
     initial_radius: float = 1.0
     max_radius: float = 1e3
     eta: float = 0.1
@@ -93,6 +119,7 @@ class TrustRegionNewtonCG(eqx.Module):
     cg_max_steps: int | None = eqx.field(static=True, default=None)
     hvp: Literal["exact", "finite_difference"] = eqx.field(static=True, default="exact")
     fd_eps: float | None = None
+    preconditioner: Literal["jacobi"] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         where = "TrustRegionNewtonCG"
@@ -104,6 +131,10 @@ class TrustRegionNewtonCG(eqx.Module):
             or self.cg_max_steps < 1
         ):
             raise ValueError(f"{where}: expected cg_max_steps to be None or an integer >= 1, got {self.cg_max_steps!r}.")
+        if self.preconditioner not in _PRECONDITIONERS:
+            raise ValueError(
+                f"{where}: expected preconditioner in {_PRECONDITIONERS}, got {self.preconditioner!r}."
+            )
         if self.hvp not in _HVP_KINDS:
             raise ValueError(f"{where}: expected hvp in {_HVP_KINDS}, got {self.hvp!r}.")
         checks = [
@@ -123,8 +154,10 @@ class TrustRegionNewtonCG(eqx.Module):
                     f"{where}: expected max_radius >= initial_radius, got max_radius={self.max_radius!r} < "
                     f"initial_radius={self.initial_radius!r}."
                 )
-        if _is_number(self.rtol) and not float(self.rtol) >= 0:
-            raise ValueError(f"{where}: expected rtol >= 0, got rtol={self.rtol!r}.")
+        for name in ("rtol", "ftol"):
+            value = getattr(self, name)
+            if _is_number(value) and not float(value) >= 0:
+                raise ValueError(f"{where}: expected {name} >= 0, got {name}={value!r}.")
         if _is_number(self.eta) and not 0.0 <= float(self.eta) < 0.25:
             raise ValueError(f"{where}: expected 0 <= eta < 0.25 (the acceptance threshold), got eta={self.eta!r}.")
 
@@ -141,8 +174,9 @@ class TrustRegionInfo(eqx.Module):
         num_grad: gradient evaluations (one per outer step plus the start;
             each finite-difference product adds two more, not counted here).
         accepted: number of accepted steps.
-        result: 0 converged, 1 `max_steps` reached, 2 trust radius collapsed,
-            3 non-finite start (see `message`).
+        result: 0 converged (gradient test), 1 `max_steps` reached, 2 stalled
+            at round-off (radius collapsed), 3 non-finite start, 4 converged
+            (`ftol` test); see `message`.
         history: per-iteration arrays of length `max_steps + 1` (`value`,
             `grad_norm`, `radius`, `num_hvp` cumulative), NaN after the last
             iteration; entry 0 is the start.
@@ -160,8 +194,8 @@ class TrustRegionInfo(eqx.Module):
 
     @property
     def converged(self) -> jax.Array:
-        """True when the gradient-norm test was met."""
-        return self.result == 0
+        """True when the gradient-norm test (or the `ftol` test) was met."""
+        return (self.result == 0) | (self.result == 4)
 
     @property
     def message(self) -> str:
@@ -261,6 +295,7 @@ def _minimize(f, x0, solver: TrustRegionNewtonCG, args):
     eta = jnp.asarray(solver.eta, dtype)
     max_radius = jnp.asarray(solver.max_radius, dtype)
     min_radius = jnp.asarray(solver.min_radius, dtype)
+    ftol = jnp.asarray(solver.ftol, dtype)
     steps_cap = solver.max_steps
 
     f0, g0 = value_and_grad(flat0)
@@ -294,13 +329,33 @@ def _minimize(f, x0, solver: TrustRegionNewtonCG, args):
         x, fx, g, radius = s["x"], s["f"], s["g"], s["radius"]
         gnorm = jnp.linalg.norm(g)
         tol = jnp.minimum(jnp.asarray(0.5, dtype), jnp.sqrt(gnorm)) * gnorm
-        p, hp, n_cg, boundary = _steihaug(hvp_at(x), g, radius, tol, max_iter)
+        hvp = hvp_at(x)
+        if solver.preconditioner == "jacobi":
+            # Trust region ||D p|| <= radius with D = sqrt|diag H| (exact diagonal, n HVPs in
+            # one batch): plain Steihaug CG on the scaled problem D^-1 H D^-1, D^-1 g.
+            diag = jnp.abs(jax.vmap(lambda e: jnp.vdot(e, hvp(e)))(jnp.eye(n, dtype=dtype)))
+            top = jnp.max(diag)
+            # Coordinates without measurable curvature (e.g. a stencil moment whose term's
+            # coefficient is zero) are scaled like the stiffest one: a floor instead would
+            # license huge steps along them, only to be rejected.
+            floor = top * jnp.asarray(_DIAGONAL_FLOOR, dtype)
+            d = jnp.sqrt(jnp.where(diag > floor, diag, top))
+            d = jnp.where(top > 0, d, jnp.ones_like(diag))
+            g_s = g / d
+            gnorm_s = jnp.linalg.norm(g_s)
+            tol_s = jnp.minimum(jnp.asarray(0.5, dtype), jnp.sqrt(gnorm_s)) * gnorm_s
+            p_s, hp_s, n_cg, boundary = _steihaug(lambda v: hvp(v / d) / d, g_s, radius, tol_s, max_iter)
+            p, hp = p_s / d, hp_s * d
+            pnorm = jnp.linalg.norm(p_s)
+            n_cg = n_cg + n
+        else:
+            p, hp, n_cg, boundary = _steihaug(hvp, g, radius, tol, max_iter)
+            pnorm = jnp.linalg.norm(p)
         predicted = -(jnp.vdot(g, p) + 0.5 * jnp.vdot(p, hp))
         f_new, g_new = value_and_grad(x + p)
         actual = fx - f_new
         ok = jnp.isfinite(f_new) & jnp.all(jnp.isfinite(g_new)) & (predicted > 0)
         rho = jnp.where(ok, actual / jnp.where(predicted > 0, predicted, 1.0), -jnp.inf)
-        pnorm = jnp.linalg.norm(p)
         radius_new = jnp.where(
             rho < 0.25,
             0.25 * radius,
@@ -314,8 +369,14 @@ def _minimize(f, x0, solver: TrustRegionNewtonCG, args):
         k = s["k"] + 1
         num_hvp = s["num_hvp"] + n_cg
         gn = jnp.linalg.norm(g)
+        small_decrease = accept & (actual <= ftol * jnp.abs(f_new))
+        # A rejected step whose predicted decrease is at the round-off level of f: no
+        # smaller radius can do better at this precision.
+        stalled = (~accept) & (jnp.abs(predicted) <= _STALL * jnp.finfo(dtype).eps * jnp.abs(fx))
         result = jnp.where(
-            gn <= gtol, 0, jnp.where(radius_new < min_radius, 2, jnp.where(k >= steps_cap, 1, -1))
+            gn <= gtol, 0,
+            jnp.where(small_decrease, 4,
+                      jnp.where((radius_new < min_radius) | stalled, 2, jnp.where(k >= steps_cap, 1, -1))),
         ).astype(jnp.int32)
         h = s["history"]
         history = {
@@ -372,9 +433,9 @@ def trust_region_minimize(f: Callable, x0: Any, solver: TrustRegionNewtonCG | No
 
     Returns:
         `(x, info)`: the last accepted point (the pytree of `x0`) and a
-        `TrustRegionInfo` (iterations, final value, gradient norm, radius,
-        counts of Hessian-vector products and gradients, a result code and
-        the per-iteration history).
+            `TrustRegionInfo` (iterations, final value, gradient norm, radius,
+            counts of Hessian-vector products and gradients, a result code and
+            the per-iteration history).
 
     Raises:
         TypeError: a solver that is not a `TrustRegionNewtonCG`, `args` not a tuple.
