@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["InverseProblem"]
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["InverseProblem", "check_make_arguments"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,3 +49,19 @@ class InverseProblem:
     constraints: Any = None
     fit_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def check_make_arguments(name: str, size, noise, seed, dtype, *, min_size: int):
+    """Validate the arguments every problem's `make` takes; returns them normalised."""
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < min_size:
+        raise ValueError(f"{name}.make: expected an integer size >= {min_size} (cells), got size={size!r}.")
+    if not (isinstance(noise, (int, float, np.floating)) and math.isfinite(noise) and 0 <= noise < 1):
+        raise ValueError(f"{name}.make: expected a relative noise level 0 <= noise < 1, got noise={noise!r}.")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"{name}.make: expected an integer seed, got seed={seed!r}.")
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"{name}.make: expected dtype float32 or float64, got {dtype}.")
+    if dtype == jnp.dtype(jnp.float64) and not jax.config.jax_enable_x64:
+        raise ValueError(f"{name}.make: dtype float64 needs jax.config.update('jax_enable_x64', True).")
+    return int(size), float(noise), int(seed), dtype

@@ -89,7 +89,7 @@ import numpy as np
 
 import jaxfd as fd
 
-from ._base import InverseProblem
+from ._base import InverseProblem, check_make_arguments
 
 __all__ = [
     "DESCRIPTION",
@@ -341,23 +341,6 @@ def identifiability(curve, params, c_ref, noise: float) -> dict[str, np.ndarray]
     return {"std": std, "correlation": cov / np.outer(std, std), "condition": float(np.linalg.cond(normal))}
 
 
-def _check_make_arguments(size, noise, seed, dtype):
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < MIN_SIZE:
-        raise ValueError(
-            f"chromatography.make: expected an integer size >= {MIN_SIZE} (cells), got size={size!r}."
-        )
-    if not (isinstance(noise, (int, float, np.floating)) and math.isfinite(noise) and 0 <= noise < 1):
-        raise ValueError(f"chromatography.make: expected a relative noise level 0 <= noise < 1, got noise={noise!r}.")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"chromatography.make: expected an integer seed, got seed={seed!r}.")
-    dtype = jnp.dtype(dtype)
-    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-        raise ValueError(f"chromatography.make: expected dtype float32 or float64, got {dtype}.")
-    if dtype == jnp.dtype(jnp.float64) and not jax.config.jax_enable_x64:
-        raise ValueError("chromatography.make: dtype float64 needs jax.config.update('jax_enable_x64', True).")
-    return int(size), float(noise), int(seed), dtype
-
-
 def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed: int = 0,
          dtype=jnp.float32) -> InverseProblem:
     r"""Build the chromatography fitting problem.
@@ -376,7 +359,7 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
         ValueError: size below 16, a noise level outside [0, 1), a
             non-integer seed, or an unsupported dtype.
     """
-    size, noise, seed, dtype = _check_make_arguments(size, noise, seed, dtype)
+    size, noise, seed, dtype = check_make_arguments("chromatography", size, noise, seed, dtype, min_size=MIN_SIZE)
     grid = fd.Grid((size,), ((0.0, LENGTH),))
     dt = time_step(size)
     rhs = make_rhs(grid)

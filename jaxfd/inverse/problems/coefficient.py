@@ -29,7 +29,6 @@ cell-centred grid cannot place the jump.
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +36,7 @@ import numpy as np
 
 import jaxfd as fd
 
-from ._base import InverseProblem
+from ._base import InverseProblem, check_make_arguments
 
 DESCRIPTION = "recover a discontinuous diffusivity k(x, y) (contrast 100) from 4 noisy steady experiments"
 DEFAULTS = {"size": 48, "iterations": 150, "noise": 0.01}
@@ -94,10 +93,7 @@ def forward(k, grid: fd.Grid, f, rtol: float):
 def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed: int = 0,
          dtype=jnp.float32) -> InverseProblem:
     """Build the problem: grid, truth, synthetic noisy data, objective."""
-    if not isinstance(size, int) or size < 16:
-        raise ValueError(f"coefficient: expected size >= 16 cells per axis, got {size!r}.")
-    if not noise >= 0:
-        raise ValueError(f"coefficient: expected noise >= 0, got {noise!r}.")
+    size, noise, seed, dtype = check_make_arguments("coefficient", size, noise, seed, dtype, min_size=16)
     grid = fd.Grid((size, size), ((0.0, 1.0), (0.0, 1.0)))
     rtol = 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
     k_true = true_coefficient(grid)

@@ -32,7 +32,7 @@ import numpy as np
 
 import jaxfd as fd
 
-from ._base import InverseProblem
+from ._base import InverseProblem, check_make_arguments
 
 DESCRIPTION = "recover the initial temperature of 2-D advection-diffusion from sparse sensors over time"
 DEFAULTS = {"size": 48, "iterations": 200, "noise": 0.0}
@@ -63,10 +63,7 @@ def sensor_mask(grid: fd.Grid) -> np.ndarray:
 def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed: int = 0,
          dtype=jnp.float32) -> InverseProblem:
     """Build the problem: grid, flow, sensors, synthetic readings, objective."""
-    if not isinstance(size, int) or size < 16:
-        raise ValueError(f"initial_state: expected size >= 16 cells per axis, got {size!r}.")
-    if not noise >= 0:
-        raise ValueError(f"initial_state: expected noise >= 0, got {noise!r}.")
+    size, noise, seed, dtype = check_make_arguments("initial_state", size, noise, seed, dtype, min_size=16)
     grid = fd.Grid((size, size), ((0.0, 1.0), (0.0, 1.0)))
     x, y = grid.mesh()
     velocity = (jnp.asarray(-OMEGA * (y - 0.5), dtype), jnp.asarray(OMEGA * (x - 0.5), dtype))
