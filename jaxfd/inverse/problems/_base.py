@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["InverseProblem", "check_make_arguments"]
+__all__ = ["InverseProblem", "check_make_arguments", "plot_truth_recovered_loss"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +65,37 @@ def check_make_arguments(name: str, size, noise, seed, dtype, *, min_size: int):
     if dtype == jnp.dtype(jnp.float64) and not jax.config.jax_enable_x64:
         raise ValueError(f"{name}.make: dtype float64 needs jax.config.update('jax_enable_x64', True).")
     return int(size), float(noise), int(seed), dtype
+
+
+def plot_truth_recovered_loss(grid, truth, recovered, history, path, *, name: str, log: bool = False,
+                              cmap: str = "viridis", markers=None) -> None:
+    """Truth and recovered 2-D fields side by side (one colour scale) and the loss history.
+
+    Draws on a bare matplotlib `Figure`, so pyplot's backend (a notebook's inline one) is untouched.
+    `markers`: an optional boolean mask of cells to mark on the truth (e.g. sensors).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    lo, hi = min(truth.min(), recovered.min()), max(truth.max(), recovered.max())
+    norm = LogNorm(vmin=lo, vmax=hi) if log else Normalize(vmin=lo, vmax=hi)
+    extent = [grid.extent[0][0], grid.extent[0][1], grid.extent[1][0], grid.extent[1][1]]
+    for ax, field, title in ((axes[0], truth, f"true {name}"), (axes[1], recovered, f"recovered {name}")):
+        image = ax.imshow(field.T, origin="lower", extent=extent, norm=norm, cmap=cmap)
+        ax.set_title(title)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    if markers is not None:
+        x, y = np.meshgrid(*grid.coords_numpy, indexing="ij")
+        axes[0].plot(x[markers], y[markers], ".", color="cyan", markersize=2, label="sensors")
+        axes[0].legend(loc="upper right", fontsize=7)
+    fig.colorbar(image, ax=axes[:2], shrink=0.8)
+    axes[2].semilogy(history.loss)
+    axes[2].set_xlabel("iteration")
+    axes[2].set_ylabel("objective")
+    axes[2].set_title("loss history")
+    fig.savefig(path, dpi=110)

@@ -36,7 +36,7 @@ import numpy as np
 
 import jaxfd as fd
 
-from ._base import InverseProblem, check_make_arguments
+from ._base import InverseProblem, check_make_arguments, plot_truth_recovered_loss
 
 DESCRIPTION = "recover a discontinuous diffusivity k(x, y) (contrast 100) from 4 noisy steady experiments"
 DEFAULTS = {"size": 48, "iterations": 150, "noise": 0.01}
@@ -123,7 +123,8 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
         }
 
     def plot(params, history, path):
-        _plot(grid, k_true, np.asarray(params["k"], np.float64), history, path)
+        plot_truth_recovered_loss(grid, k_true, np.asarray(params["k"], np.float64), history, path,
+                                  name="k", log=True)
 
     return InverseProblem(
         name="coefficient",
@@ -138,25 +139,3 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
         data={"grid": grid, "sources": f, "observations": data, "clean": clean, "mask": mask},
     )
 
-
-def _plot(grid, k_true, k, history, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    extent = [grid.extent[0][0], grid.extent[0][1], grid.extent[1][0], grid.extent[1][1]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    norm = matplotlib.colors.LogNorm(vmin=min(k_true.min(), k.min()), vmax=max(k_true.max(), k.max()))
-    for ax, field, title in ((axes[0], k_true, "true k"), (axes[1], k, "recovered k")):
-        image = ax.imshow(field.T, origin="lower", extent=extent, norm=norm, cmap="viridis")
-        ax.set_title(title)
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-    fig.colorbar(image, ax=axes[:2], shrink=0.8)
-    axes[2].semilogy(history.loss)
-    axes[2].set_xlabel("iteration")
-    axes[2].set_ylabel("objective")
-    axes[2].set_title("loss history")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)

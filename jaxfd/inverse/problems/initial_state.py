@@ -32,7 +32,7 @@ import numpy as np
 
 import jaxfd as fd
 
-from ._base import InverseProblem, check_make_arguments
+from ._base import InverseProblem, check_make_arguments, plot_truth_recovered_loss
 
 DESCRIPTION = "recover the initial temperature of 2-D advection-diffusion from sparse sensors over time"
 DEFAULTS = {"size": 48, "iterations": 200, "noise": 0.0}
@@ -103,7 +103,8 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
         }
 
     def plot(params, history, path):
-        _plot(grid, u0_true, np.asarray(params["u0"], np.float64), mask, history, path)
+        plot_truth_recovered_loss(grid, u0_true, np.asarray(params["u0"], np.float64), history, path,
+                                  name="initial state", cmap="magma", markers=mask)
 
     return InverseProblem(
         name="initial_state",
@@ -118,29 +119,3 @@ def make(*, size: int = DEFAULTS["size"], noise: float = DEFAULTS["noise"], seed
               "steps": steps, "dt": dt},
     )
 
-
-def _plot(grid, u_true, u, mask, history, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    extent = [grid.extent[0][0], grid.extent[0][1], grid.extent[1][0], grid.extent[1][1]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    vmin, vmax = min(u_true.min(), u.min()), max(u_true.max(), u.max())
-    for ax, field, title in ((axes[0], u_true, "true initial state"), (axes[1], u, "recovered")):
-        image = ax.imshow(field.T, origin="lower", extent=extent, vmin=vmin, vmax=vmax, cmap="magma")
-        ax.set_title(title)
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-    xs, ys = grid.coords_numpy
-    sx, sy = np.meshgrid(xs, ys, indexing="ij")
-    axes[0].plot(sx[mask], sy[mask], ".", color="cyan", markersize=2, label="sensors")
-    axes[0].legend(loc="upper right", fontsize=7)
-    fig.colorbar(image, ax=axes[:2], shrink=0.8)
-    axes[2].semilogy(history.loss)
-    axes[2].set_xlabel("iteration")
-    axes[2].set_ylabel("objective")
-    axes[2].set_title("loss history")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
