@@ -16,11 +16,13 @@ from ._directional import directional_difference as directional_difference
 from ._grid import Grid as Grid
 from ._linear import LinearOperator as LinearOperator
 from ._operators import (
+    FaceCoefficients as FaceCoefficients,
     advection as advection,
     curl as curl,
     diff as diff,
     diffusion as diffusion,
     divergence as divergence,
+    face_coefficients as face_coefficients,
     flux_divergence as flux_divergence,
     gradient as gradient,
     laplacian as laplacian,

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -284,6 +285,57 @@ def _face_coefficient(k, axis, pair, h, mean):
     return jnp.concatenate([wall(0, 1), inner, wall(n - 1, n - 2)], axis=axis)
 
 
+class FaceCoefficients(eqx.Module):
+    """A diffusion coefficient averaged onto cell faces, ready for `fd.diffusion`.
+
+    Build it with `fd.face_coefficients(k, grid, bc=...)` once and pass it to
+    `fd.diffusion` in place of `k` wherever the same `k` is applied many times
+    (every step of a rollout, every iteration of a solve): the face averages,
+    and in reverse mode their derivative, are then computed once instead of
+    at every application. XLA does not hoist them out of a loop by itself,
+    and in a gradient through a rollout the per-step derivative of the
+    averages costs more than the step (measured in benchmarks/rollout_grad.py).
+
+    Fields: `faces` (per axis, the coefficient on the n+1 faces, or a scalar),
+    and, fixed at construction, the grid shape, which axes are periodic and
+    the face average.
+    """
+
+    faces: tuple
+    shape: tuple[int, ...] = eqx.field(static=True)
+    periodic: tuple[bool, ...] = eqx.field(static=True)
+    mean: str = eqx.field(static=True)
+
+
+def face_coefficients(coefficient, grid: Grid, *, bc, mean: str = "harmonic") -> FaceCoefficients:
+    r"""$k$ on the cell faces, as `fd.diffusion(u, grid, k, bc=bc, mean=mean)` computes it.
+
+    `fd.diffusion(u, grid, face_coefficients(k, grid, bc=bc), bc=bc)` equals
+    `fd.diffusion(u, grid, k, bc=bc)` to round-off; gradients flow to `k`.
+
+    Arguments:
+        coefficient: $k$, a scalar or a field of shape `grid.shape`.
+        bc: the boundary conditions `u` will be used with (only which axes
+            are periodic matters here; the walls' values do not).
+        mean: `"harmonic"` (default) or `"arithmetic"` face average.
+    """
+    _check_grid(grid)
+    pairs = normalize_bc(bc, grid.ndim)
+    if mean not in ("harmonic", "arithmetic"):
+        raise ValueError(f"Expected mean='harmonic' or 'arithmetic', got {mean!r}.")
+    k = jnp.asarray(coefficient)
+    if not jnp.issubdtype(k.dtype, jnp.inexact):
+        k = k.astype(jnp.result_type(float))
+    if k.ndim != 0:
+        grid.check_field(k, "coefficient")
+    return FaceCoefficients(
+        faces=_face_tuple(k, grid, pairs, mean),
+        shape=tuple(grid.shape),
+        periodic=tuple(isinstance(p[0], Periodic) for p in pairs),
+        mean=mean,
+    )
+
+
 def diffusion(u, grid: Grid, coefficient, *, bc, mean: str = "harmonic"):
     r"""$\nabla\cdot(k \nabla u)$ in conservative (flux) form, second order.
 
@@ -295,23 +347,37 @@ def diffusion(u, grid: Grid, coefficient, *, bc, mean: str = "harmonic"):
 
     Arguments:
         u: field of shape `grid.shape`.
-        coefficient: $k$, a scalar or a field of shape `grid.shape`.
+        coefficient: $k$, a scalar or a field of shape `grid.shape`, or its
+            face averages from `fd.face_coefficients` (computed once, for
+            loops that apply the same $k$ many times; `mean` is then the
+            one they were built with).
         bc: boundary conditions of `u`.
         mean: `"harmonic"` (default) or `"arithmetic"` face average.
     """
     _check_grid(grid)
     grid.check_field(u)
     pairs = normalize_bc(bc, grid.ndim)
+    if isinstance(coefficient, FaceCoefficients):
+        periodic = tuple(isinstance(p[0], Periodic) for p in pairs)
+        if coefficient.shape != tuple(grid.shape) or coefficient.periodic != periodic:
+            raise ValueError(
+                f"These face coefficients were built for a grid of shape {coefficient.shape} with "
+                f"periodic axes {coefficient.periodic}; u lives on shape {tuple(grid.shape)} with "
+                f"periodic axes {periodic}. Build them with fd.face_coefficients(k, grid, bc=bc) "
+                "for the grid and boundary conditions they are used with."
+            )
+        faces = tuple(jnp.asarray(f, u.dtype) for f in coefficient.faces)
+        return flux_form_diffusion(u, grid, faces, pairs)
     k = jnp.asarray(coefficient, u.dtype)
     if mean not in ("harmonic", "arithmetic"):
         raise ValueError(f"Expected mean='harmonic' or 'arithmetic', got {mean!r}.")
     if k.ndim != 0:
         grid.check_field(k, "coefficient")
-    faces = face_coefficients(k, grid, pairs, mean)
+    faces = _face_tuple(k, grid, pairs, mean)
     return flux_form_diffusion(u, grid, faces, pairs)
 
 
-def face_coefficients(k, grid: Grid, pairs, mean: str = "harmonic") -> tuple:
+def _face_tuple(k, grid: Grid, pairs, mean: str = "harmonic") -> tuple:
     """Per axis, the coefficient on the n+1 faces (a scalar `k` stays scalar)."""
     if jnp.ndim(k) == 0:
         return (k,) * grid.ndim

@@ -328,3 +328,26 @@ def test_grad_flows_through_bc_passed_as_pytree():
     grads = jax.jit(jax.grad(lambda bc: _functional(fd.laplacian(U2, GRID2, bc=bc, accuracy=4))))(bc)
     leaves = jax.tree_util.tree_leaves(grads)
     assert len(leaves) == 5 and all(float(jnp.abs(x).sum()) > 0 for x in leaves)
+
+
+@pytest.mark.parametrize("mean", ["harmonic", "arithmetic"])
+def test_precomputed_face_coefficients_equal_the_cell_coefficient(mean):
+    rng = np.random.default_rng(11)
+    k = jnp.asarray(1.0 + rng.uniform(size=(6, 5)))
+    g = jnp.asarray(rng.normal(size=5))
+    bcs = [((fd.Dirichlet(g), fd.Neumann(0.5 * g)), fd.Robin(1.0, 0.5, 0.2)),
+           (fd.Periodic(), fd.Dirichlet(0.0))]
+    for bc in bcs:
+        faces = fd.face_coefficients(k, GRID2, bc=bc, mean=mean)
+        np.testing.assert_allclose(fd.diffusion(U2, GRID2, faces, bc=bc),
+                                   fd.diffusion(U2, GRID2, k, bc=bc, mean=mean), rtol=1e-13, atol=1e-12)
+
+    # gradients reach k through the precomputed faces
+    bc = bcs[0]
+    _check(lambda u, k: _functional(fd.diffusion(u, GRID2, fd.face_coefficients(k, GRID2, bc=bc, mean=mean),
+                                                 bc=bc)), (U2, k))
+
+    # faces built for other periodicity or another grid are refused, with the fix named
+    faces = fd.face_coefficients(k, GRID2, bc=fd.Periodic())
+    with pytest.raises(ValueError, match=r"periodic axes \(True, True\).*fd.face_coefficients"):
+        fd.diffusion(U2, GRID2, faces, bc=fd.Dirichlet(0.0))
