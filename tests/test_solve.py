@@ -132,24 +132,52 @@ def test_gradient_wrt_boundary_value_through_affine_split():
     check_grads(loss, (0.3,), order=2, modes=["rev"])
 
 
-def test_reverse_pass_memory_does_not_grow_with_iterations():
-    # The backward pass through custom_linear_solve runs one transposed solve and
-    # stores no iterates: the compiled gradient's temporary memory is the same for
-    # a 50- and a 500-iteration limit.
+def _gradient_temp_bytes(differentiate, steps):
     grid = fd.Grid((64, 64), ((0.0, 1.0), (0.0, 1.0)))
     x, y = grid.mesh()
 
-    def loss(b, steps):
+    def loss(b):
         u = fd.solve(lambda u: -fd.laplacian(u, grid, bc=fd.Dirichlet(0.0)), b,
-                     fd.CG(rtol=1e-30, atol=1e-300, max_steps=steps), symmetric=True, throw=False)
+                     fd.CG(rtol=1e-30, atol=1e-300, max_steps=steps), symmetric=True, throw=False,
+                     differentiate=differentiate)
         return jnp.sum(u**2)
 
-    sizes = []
-    for steps in (50, 500):
-        compiled = jax.jit(jax.grad(loss), static_argnums=1).lower(x + y, steps).compile()
-        analysis = compiled.memory_analysis()
-        sizes.append(analysis.temp_size_in_bytes)
-    assert sizes[0] == sizes[1], sizes
+    compiled = jax.jit(jax.grad(loss)).lower(x + y).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_reverse_pass_memory_does_not_grow_with_iterations():
+    # The backward pass through custom_linear_solve runs one transposed solve and
+    # stores no iterates: the compiled gradient's temporary memory is the same for a
+    # 50- and a 500-iteration CG. Unrolled reverse mode stores every iteration, so the
+    # same measurement grows with the limit (which shows that it can tell them apart).
+    implicit = [_gradient_temp_bytes("implicit", steps) for steps in (50, 500)]
+    assert implicit[0] == implicit[1], implicit
+    unrolled = [_gradient_temp_bytes("unrolled", steps) for steps in (50, 500)]
+    assert unrolled[1] > 5 * unrolled[0] and unrolled[0] > implicit[0], (implicit, unrolled)
+
+
+@pytest.mark.parametrize("solver", [fd.CG(rtol=1e-12, max_steps=200),
+                                    fd.GMRES(rtol=1e-12, restart=10, max_steps=200)],
+                         ids=lambda s: type(s).__name__)
+def test_unrolled_gradient_matches_implicit_for_a_converged_solve(solver):
+    grid, rhs, _ = _problem((16, 12))
+
+    def loss(k, differentiate):
+        def A(u):
+            return -fd.diffusion(u, grid, k, bc=fd.Dirichlet(0.0))
+
+        op = fd.LinearOperator(A, rhs, bandwidth=(1, 1), periodic=(False, False))
+        u = fd.solve(op, rhs, solver, preconditioner="jacobi", symmetric=True,
+                     differentiate=differentiate)
+        return jnp.sum(u**3)
+
+    k = 1.0 + grid.mesh()[0] * grid.mesh()[1]
+    implicit = jax.grad(loss)(k, "implicit")
+    unrolled = jax.jit(jax.grad(loss), static_argnums=1)(k, "unrolled")
+    np.testing.assert_allclose(unrolled, implicit, rtol=1e-7, atol=1e-10 * float(jnp.max(jnp.abs(implicit))))
+    with pytest.raises(ValueError, match="differentiate='implicit' or 'unrolled'"):
+        loss(k, "adjoint")
 
 
 FAST_CASES = [
@@ -198,57 +226,4 @@ def test_fast_poisson_gradients_and_errors():
         fd.poisson(jnp.ones((3, 3)), grid, bc=fd.Dirichlet(0.0))
 
 
-def _mg_iterations(n, bc, solver_kind):
-    grid = fd.Grid((n, n), ((0.0, 1.0), (0.0, 1.0)))
-    x, y = grid.mesh()
-    k = 1.0 + 0.5 * jnp.sin(2 * np.pi * x) * jnp.cos(2 * np.pi * y)
-    f = jnp.sin(3 * x) * jnp.cos(2 * y) + x
-    if not isinstance(bc, fd.Dirichlet):
-        f = f - jnp.mean(f)
-
-    def A(u):
-        return -fd.diffusion(u, grid, k, bc=bc)
-
-    mg = fd.Multigrid(grid, k, bc, max_coarse=16)  # deep hierarchies even on small grids
-    if solver_kind == "pcg":
-        _, info = fd.solve(A, f, fd.CG(rtol=1e-8, max_steps=200), preconditioner=mg,
-                           symmetric=True, return_info=True)
-    else:
-        _, info = fd.solve(A, f, fd.MultigridSolver(mg, rtol=1e-8), symmetric=True,
-                           return_info=True)
-    assert bool(info.converged)
-    return int(info.iterations)
-
-
-def test_multigrid_iterations_do_not_grow_with_grid_size():
-    # smooth variable coefficient, Dirichlet walls, MG-preconditioned CG to 1e-8
-    counts = [_mg_iterations(n, fd.Dirichlet(0.0), "pcg") for n in (16, 32, 64)]
-    assert max(counts) <= 12 and counts[-1] <= counts[0] + 2, counts
-
-
-@pytest.mark.parametrize("bc", [fd.Neumann(0.0), fd.Periodic()], ids=lambda b: type(b).__name__)
-def test_multigrid_solver_on_singular_problems(bc):
-    assert _mg_iterations(32, bc, "mg") <= 20
-
-
-def test_multigrid_rejects_non_positive_coefficient_and_robin():
-    grid = fd.Grid((16, 16), ((0.0, 1.0), (0.0, 1.0)))
-    with pytest.raises(ValueError, match="positive coefficient"):
-        fd.Multigrid(grid, jnp.zeros(grid.shape), fd.Dirichlet(0.0))
-    with pytest.raises(ValueError, match="Robin"):
-        fd.Multigrid(grid, 1.0, fd.Robin(1.0, 1.0, 0.0))
-
-
-def test_gradient_through_multigrid_solve():
-    grid = fd.Grid((16, 16), ((0.0, 1.0), (0.0, 1.0)))
-    x, y = grid.mesh()
-
-    def loss(k):
-        def A(u):
-            return -fd.diffusion(u, grid, k, bc=fd.Dirichlet(0.0))
-
-        u = fd.solve(A, jnp.sin(3 * x) + y, fd.MultigridSolver(fd.Multigrid(grid, k, fd.Dirichlet(0.0)),
-                                                                rtol=1e-13), symmetric=True)
-        return jnp.sum(u**2)
-
-    check_grads(loss, (1.0 + x * y,), order=1, modes=["rev"], rtol=1e-5)
+# Multigrid (fd.Multigrid, fd.MultigridSolver) is tested in tests/test_multigrid.py.

@@ -1,8 +1,11 @@
 """Krylov solvers (CG, BiCGStab, restarted GMRES) with convergence reporting.
 
-The iterations run in `lax.while_loop`s and are never differentiated
-through: `jaxfd.solve` wraps them in `lax.custom_linear_solve`, so
-derivatives cost one more (transposed) solve and no stored iterations.
+By default the iterations run in `lax.while_loop`s and are never
+differentiated through: `jaxfd.solve` wraps them in `lax.custom_linear_solve`,
+so derivatives cost one more (transposed) solve and no stored iterations.
+Only when the caller asks (`fd.solve(..., differentiate="unrolled")`) do they
+run in a bounded loop that reverse mode can go through, storing every
+iteration up to `max_steps`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["AbstractLinearSolver", "CG", "BiCGStab", "GMRES"]
+__all__ = ["AbstractLinearSolver", "CG", "BiCGStab", "GMRES", "default_rtol", "iterate"]
 
 
 def _dot(a, b):
@@ -27,27 +30,65 @@ def _norm(a):
     return jnp.sqrt(_dot(a, a))
 
 
+def default_rtol(dtype) -> float:
+    """The relative tolerance a solver uses when `rtol=None`: what the precision can reach.
+
+    1e-8 in float64; 1e-5 in float32 (a residual can only be computed to
+    about eps * ||A|| ||x||, so 1e-8 would never be met); 1e-2 in 16-bit floats.
+    """
+    eps = float(jnp.finfo(dtype).eps)
+    if eps < 1e-10:
+        return 1e-8
+    if eps < 1e-5:
+        return 1e-5
+    return 1e-2
+
+
+def iterate(cond, body, init, max_steps: int, unrolled: bool):
+    """`lax.while_loop(cond, body, init)`, or with `unrolled=True` a loop of at most
+    `max_steps` iterations that reverse mode can differentiate (it stores them all)."""
+    if not unrolled:
+        return lax.while_loop(cond, body, init)
+
+    # A scan of max_steps conditional iterations: after convergence the identity
+    # branch runs (no operator applications), and reverse mode keeps the residuals
+    # of every iteration, which is what unrolled differentiation means.
+    def step(state, _):
+        return lax.cond(cond(state), body, lambda s: s, state), None
+
+    return lax.scan(step, init, None, length=max_steps)[0]
+
+
 class AbstractLinearSolver(eqx.Module):
     """A linear solver: `run(matvec, b, x0, precondition) -> (x, iterations, residual_norm)`.
 
-    `rtol`/`atol`: stop when `||b - A x|| <= atol + rtol * ||b||`.
+    `rtol`/`atol`: stop when `||b - A x|| <= atol + rtol * ||b||`; `rtol=None`
+    (the default) is `default_rtol(b.dtype)`: 1e-8 in float64, 1e-5 in float32.
     `max_steps`: iteration limit (for GMRES: inner iterations in total).
+    `run(..., unrolled=True)` runs the iterations in a loop reverse mode can go
+    through (`fd.solve(..., differentiate="unrolled")`).
     """
 
-    rtol: eqx.AbstractVar[float]
+    rtol: eqx.AbstractVar[float | None]
     atol: eqx.AbstractVar[float]
     max_steps: eqx.AbstractVar[int]
     needs_symmetric: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def run(self, matvec: Callable, b, x0, precondition: Callable):
+    def run(self, matvec: Callable, b, x0, precondition: Callable, *, unrolled: bool = False):
         ...
 
+    def effective_rtol(self, dtype) -> float:
+        """`rtol`, or the dtype's default when it is `None`."""
+        return default_rtol(dtype) if self.rtol is None else self.rtol
+
     def tolerance(self, b):
-        return self.atol + self.rtol * _norm(b)
+        return self.atol + self.effective_rtol(b.dtype) * _norm(b)
 
 
 def _check_tols(rtol, atol, max_steps, name):
+    if rtol is None:
+        rtol = 1.0  # dtype-dependent default, positive
     if not (rtol >= 0 and atol >= 0) or (rtol == 0 and atol == 0):
         raise ValueError(
             f"{name}: expected rtol >= 0 and atol >= 0, not both zero; got rtol={rtol}, atol={atol}."
@@ -59,7 +100,7 @@ def _check_tols(rtol, atol, max_steps, name):
 class CG(AbstractLinearSolver):
     """Preconditioned conjugate gradients, for symmetric positive (or negative) definite A."""
 
-    rtol: float = 1e-8
+    rtol: float | None = None
     atol: float = 0.0
     max_steps: int = 10_000
     needs_symmetric: ClassVar[bool] = True
@@ -67,43 +108,42 @@ class CG(AbstractLinearSolver):
     def __check_init__(self):
         _check_tols(self.rtol, self.atol, self.max_steps, "CG")
 
-    def run(self, matvec, b, x0, precondition):
+    def run(self, matvec, b, x0, precondition, *, unrolled=False):
         tol = self.tolerance(b)
         r = b - matvec(x0)
-        z = precondition(r)
-        p = z
-        rz = _dot(r, z)
 
         def cond(state):
             _, r, _, _, k = state
             return (_norm(r) > tol) & (k < self.max_steps)
 
         def body(state):
-            x, r, p, rz, k = state
+            # The preconditioner is applied at the top of the iteration (and nowhere
+            # else), so the compiled program holds one copy of it: a multigrid cycle
+            # is a large program, and two copies doubled the compile time.
+            x, r, p, rz_old, k = state
+            z = precondition(r)
+            rz = _dot(r, z)
+            p = z + jnp.where(k > 0, rz / rz_old, 0) * p  # p = z on the first iteration
             ap = matvec(p)
             alpha = rz / _dot(p, ap)
-            x = x + alpha * p
-            r = r - alpha * ap
-            z = precondition(r)
-            rz_new = _dot(r, z)
-            p = z + (rz_new / rz) * p
-            return x, r, p, rz_new, k + 1
+            return x + alpha * p, r - alpha * ap, p, rz, k + 1
 
-        x, r, _, _, k = lax.while_loop(cond, body, (x0, r, p, rz, jnp.asarray(0)))
+        init = (x0, r, jnp.zeros_like(r), jnp.ones_like(_dot(r, r)), jnp.asarray(0))
+        x, r, _, _, k = iterate(cond, body, init, self.max_steps, unrolled)
         return x, k, _norm(r)
 
 
 class BiCGStab(AbstractLinearSolver):
     """Preconditioned BiCGStab (van der Vorst), for general non-singular A."""
 
-    rtol: float = 1e-8
+    rtol: float | None = None
     atol: float = 0.0
     max_steps: int = 10_000
 
     def __check_init__(self):
         _check_tols(self.rtol, self.atol, self.max_steps, "BiCGStab")
 
-    def run(self, matvec, b, x0, precondition):
+    def run(self, matvec, b, x0, precondition, *, unrolled=False):
         tol = self.tolerance(b)
         r = b - matvec(x0)
         r_hat = r
@@ -130,14 +170,14 @@ class BiCGStab(AbstractLinearSolver):
             return x, r, p, v, rho_new, alpha, omega, _norm(r), k + 1
 
         init = (x0, r, zeros, zeros, one, one, one, _norm(r), jnp.asarray(0))
-        x, r, *_, k = lax.while_loop(cond, body, init)
+        x, r, *_, k = iterate(cond, body, init, self.max_steps, unrolled)
         return x, k, _norm(b - matvec(x))
 
 
 class GMRES(AbstractLinearSolver):
     """Restarted GMRES(m) with modified Gram-Schmidt and Givens rotations; right-preconditioned."""
 
-    rtol: float = 1e-8
+    rtol: float | None = None
     atol: float = 0.0
     max_steps: int = 10_000
     restart: int = 30
@@ -147,7 +187,7 @@ class GMRES(AbstractLinearSolver):
         if isinstance(self.restart, bool) or not isinstance(self.restart, int) or self.restart < 1:
             raise ValueError(f"GMRES: expected an integer restart >= 1, got {self.restart!r}.")
 
-    def run(self, matvec, b, x0, precondition):
+    def run(self, matvec, b, x0, precondition, *, unrolled=False):
         tol = self.tolerance(b)
         m = self.restart
         shape, dtype = b.shape, b.dtype
@@ -196,7 +236,8 @@ class GMRES(AbstractLinearSolver):
                 g = g.at[j + 1].set(-s * g[j]).at[j].set(c * g[j])
                 return j + 1, basis, hess.at[:, j].set(h), cs, sn, g
 
-            j, basis, hess, _, _, g = lax.while_loop(cond, body, (0, basis, hess, cs, sn, g))
+            j, basis, hess, _, _, g = iterate(cond, body, (jnp.asarray(0), basis, hess, cs, sn, g),
+                                              m, unrolled)
             # back substitution on the leading j x j upper-triangular block
             mask = jnp.arange(m) < j
             upper = jnp.where(mask[:, None] & mask[None, :], hess[:m], 0.0)
@@ -214,5 +255,8 @@ class GMRES(AbstractLinearSolver):
             x, j = cycle(x)
             return x, _norm(b - matvec(x)), k + j
 
-        x, res, k = lax.while_loop(outer_cond, outer_body, (x0, _norm(b - matvec(x0)), jnp.asarray(0)))
+        init = (x0, _norm(b - matvec(x0)), jnp.asarray(0))
+        # each restart cycle counts its inner iterations against max_steps
+        cycles = -(-self.max_steps // m) + 1
+        x, res, k = iterate(outer_cond, outer_body, init, cycles, unrolled)
         return x, k, res

@@ -110,6 +110,7 @@ def solve(
     symmetric: bool | None = None,
     return_info: bool = False,
     throw: bool = True,
+    differentiate: str = "implicit",
 ):
     r"""Solve $A x = b$ for a matrix-free linear operator, differentiably.
 
@@ -134,6 +135,14 @@ def solve(
         return_info: also return a `SolveInfo`.
         throw: raise (inside jit, via `equinox.error_if`) if the solver did
             not reach its tolerance within `max_steps`.
+        differentiate: `"implicit"` (default): derivatives by the implicit
+            function theorem, one transposed solve, memory independent of the
+            iteration count. `"unrolled"`: reverse mode through the iterations
+            themselves (and through a preconditioner built from the
+            differentiated values); it stores every iteration up to the
+            solver's `max_steps`, so set `max_steps` to what the solve needs.
+            For comparisons and for the rare case where the derivative of the
+            truncated iteration is wanted.
 
     Returns:
         `x`, or `(x, info)` with `return_info=True`.
@@ -169,6 +178,11 @@ def solve(
             "(measured <Au, v> != <u, Av> on random vectors). Use fd.GMRES() or fd.BiCGStab(), or "
             "pass symmetric=True if the asymmetry is round-off."
         )
+    if differentiate not in ("implicit", "unrolled"):
+        raise ValueError(
+            f"Expected differentiate='implicit' or 'unrolled', got {differentiate!r}. 'implicit' "
+            "(the default) differentiates by one adjoint solve; 'unrolled' goes through the iterations."
+        )
     precondition = _preconditioner(preconditioner, matvec, op, b)
     x_init = jnp.zeros_like(b) if x0 is None else jnp.asarray(x0, b.dtype)
 
@@ -182,16 +196,20 @@ def solve(
         x, iterations, residual = solver.run(mv_t, rhs, jnp.zeros_like(rhs), precondition)
         return x, (iterations, residual)
 
-    x, (iterations, residual) = lax.custom_linear_solve(
-        matvec, b, run, transpose_run, symmetric=bool(symmetric), has_aux=True
-    )
+    if differentiate == "unrolled":
+        x, iterations, residual = solver.run(matvec, b, x_init, precondition, unrolled=True)
+    else:
+        x, (iterations, residual) = lax.custom_linear_solve(
+            matvec, b, run, transpose_run, symmetric=bool(symmetric), has_aux=True
+        )
     tolerance = solver.tolerance(lax.stop_gradient(b))
     converged = residual <= tolerance * (1 + 1e-6)
     if throw:
         x = eqx.error_if(
             x,
             ~converged,
-            f"fd.solve: {type(solver).__name__} did not reach its tolerance (rtol={solver.rtol}, "
+            f"fd.solve: {type(solver).__name__} did not reach its tolerance "
+            f"(rtol={solver.effective_rtol(b.dtype)}, "
             f"atol={solver.atol}) within max_steps={solver.max_steps} iterations. Use a "
             "preconditioner, raise max_steps, check that A is non-singular (a pure Neumann or "
             "periodic problem needs a compatible right-hand side), or pass throw=False and "
