@@ -240,3 +240,15 @@ def test_regularizers_are_differentiable():
         fd.inverse.total_variation(u, grid, delta=0.0)
     with pytest.raises(ValueError, match="shape"):
         fd.inverse.h1_seminorm(u[:-1], grid)
+
+
+def test_taylor_test_perturbs_python_float_parameters():
+    # a Python float in m is a parameter: it must move with m + h dm (it once stayed put,
+    # and a correct gradient then showed rate 1)
+    def J(m):
+        x, c = m
+        return jnp.sum(jnp.sin(c * x))
+
+    x = jnp.linspace(0.0, 1.0, 5)
+    result = fd.taylor_test(J, (x, 3.0), (jnp.ones(5), 1.0))
+    assert result.passed and abs(result.rate - 2.0) < 0.1, result

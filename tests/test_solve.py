@@ -227,3 +227,52 @@ def test_fast_poisson_gradients_and_errors():
 
 
 # Multigrid (fd.Multigrid, fd.MultigridSolver) is tested in tests/test_multigrid.py.
+
+
+def _taylor_loss(method):
+    """A scalar loss of the solution of -div(k grad u) = b, u = g on the walls, as a function of
+    (b, log k, g); the fast solver has k = 1 and takes (b, g)."""
+    grid = fd.Grid((16, 16), ((0.0, 1.0), (0.0, 1.0)))
+    x, y = grid.mesh()
+    weight = jnp.cos(2 * x) + y
+
+    def loss(m):
+        k = jnp.exp(m["log_k"]) if "log_k" in m else jnp.ones(grid.shape)
+        bc = fd.Dirichlet(m["g"])
+        if method == "poisson":
+            u = fd.poisson(-m["b"], grid, bc=bc)
+            return jnp.sum(weight * u**2)
+
+        def A(u):
+            return -fd.diffusion(u, grid, k, bc=bc)
+
+        linear, offset = fd.LinearOperator.from_affine(A, m["b"])
+        rhs = m["b"] - offset
+        if method == "cg":
+            u = fd.solve(linear, rhs, fd.CG(rtol=1e-13), symmetric=True)
+        elif method == "gmres":
+            u = fd.solve(linear, rhs, fd.GMRES(rtol=1e-13, restart=40), symmetric=False)
+        else:
+            mg = fd.Multigrid(grid, k, fd.Dirichlet(0.0))
+            solver = fd.CG(rtol=1e-13) if method == "mg_pcg" else fd.MultigridSolver(mg, rtol=1e-12)
+            u = fd.solve(linear, rhs, solver, preconditioner=mg if method == "mg_pcg" else None,
+                         symmetric=True)
+        return jnp.sum(weight * u**2)
+
+    key = jax.random.split(jax.random.key(7), 6)
+    m = {"b": 1.0 + x * y, "g": jnp.asarray(0.4)}
+    dm = {"b": jax.random.normal(key[0], grid.shape), "g": jnp.asarray(0.7)}
+    if method != "poisson":
+        # a high-contrast field: two patches of k differing by 1e3
+        m["log_k"] = jnp.where((x > 0.5) & (y < 0.6), jnp.log(1e3), 0.0) + 0.1 * y
+        dm["log_k"] = jax.random.normal(key[1], grid.shape)
+    return loss, m, dm
+
+
+@pytest.mark.parametrize("method", ["cg", "gmres", "mg_pcg", "multigrid", "poisson"])
+def test_taylor_remainder_rate_two_through_every_solver(method):
+    """Second-order Taylor remainder of the implicit gradient, jointly in the right-hand
+    side, the (high-contrast) coefficient field and the boundary value."""
+    loss, m, dm = _taylor_loss(method)
+    result = fd.taylor_test(loss, m, dm)
+    assert result.passed and abs(result.rate - 2.0) < 0.1, (result.rate, result.remainders)

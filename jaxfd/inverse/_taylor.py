@@ -90,6 +90,10 @@ class TaylorTestResult:
         return "\n".join(lines)
 
 
+def _as_array(leaf):
+    return jnp.asarray(leaf) if isinstance(leaf, (float, complex)) else leaf
+
+
 def _tree_vdot(a, b):
     return sum(jnp.vdot(x, y).real for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
@@ -133,6 +137,9 @@ def taylor_test(
     if not isinstance(num_steps, int) or num_steps < 3:
         raise ValueError(f"taylor_test: expected an integer num_steps >= 3, got {num_steps!r}.")
     check_same_structure(dm, m, name="dm", where="taylor_test")
+    # Python floats in m are parameters like any other: as arrays they are perturbed too
+    # (tree_axpy moves only the inexact arrays of m).
+    m, dm = (jax.tree_util.tree_map(_as_array, t) for t in (m, dm))
     shape = jax.eval_shape(J, m).shape
     if shape != ():
         raise ValueError(f"taylor_test: J must return a scalar, got shape {shape}.")

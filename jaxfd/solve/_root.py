@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._krylov import GMRES, AbstractLinearSolver
+from ._krylov import GMRES, AbstractLinearSolver, default_rtol
 from ._solve import solve
 
 __all__ = ["NewtonKrylov", "RootInfo", "root"]
@@ -27,17 +27,26 @@ __all__ = ["NewtonKrylov", "RootInfo", "root"]
 class NewtonKrylov(eqx.Module):
     """Inexact Newton with a Krylov inner solve and backtracking line search.
 
-    Stops when `||F(u)|| <= atol + rtol * ||F(u0)||`.
+    Stops when `||F(u)|| <= atol + rtol * ||F(u0)||`. `rtol=None` (default)
+    follows the dtype: 1e-10 in float64, 1e-5 in float32 (a residual cannot be
+    computed more accurately than that). The linear solver's default
+    tolerance follows the dtype the same way (`fd.GMRES`'s `rtol=None`).
     """
 
-    rtol: float = 1e-10
+    rtol: float | None = None
     atol: float = 0.0
     max_steps: int = 50
-    linear_solver: AbstractLinearSolver = GMRES(rtol=1e-10, restart=50, max_steps=2000)
+    linear_solver: AbstractLinearSolver = GMRES(restart=50, max_steps=2000)
     max_backtracks: int = 20
 
+    def effective_rtol(self, dtype) -> float:
+        if self.rtol is not None:
+            return self.rtol
+        return 1e-10 if jnp.finfo(dtype).eps < 1e-10 else default_rtol(dtype)
+
     def __check_init__(self):
-        if not (self.rtol >= 0 and self.atol >= 0) or (self.rtol == 0 and self.atol == 0):
+        rtol = 1.0 if self.rtol is None else self.rtol
+        if not (rtol >= 0 and self.atol >= 0) or (rtol == 0 and self.atol == 0):
             raise ValueError(
                 f"NewtonKrylov: expected rtol >= 0 and atol >= 0, not both zero; got rtol={self.rtol}, "
                 f"atol={self.atol}."
@@ -86,7 +95,7 @@ def root(F: Callable, u0, args=None, solver: NewtonKrylov = NewtonKrylov(), *,
 
     def newton(res_fn, x0):
         r0 = _norm(res_fn(x0))
-        tol = solver.atol + solver.rtol * r0
+        tol = solver.atol + solver.effective_rtol(x0.dtype) * r0
 
         def cond(state):
             _, rnorm, k = state
@@ -119,6 +128,8 @@ def root(F: Callable, u0, args=None, solver: NewtonKrylov = NewtonKrylov(), *,
         return x, (k.astype(x.dtype), rnorm, (rnorm <= tol).astype(x.dtype))
 
     def tangent_solve(linearized, rhs):
+        # No convergence error here: JAX transposes this function for reverse mode,
+        # and an error_if (a lax.cond on the solve's residual) cannot be transposed.
         return solve(linearized, rhs, solver.linear_solver, throw=False)
 
     flat_root, (iterations, rnorm, converged) = lax.custom_root(
@@ -130,7 +141,8 @@ def root(F: Callable, u0, args=None, solver: NewtonKrylov = NewtonKrylov(), *,
         flat_root = eqx.error_if(
             flat_root, ~converged,
             f"fd.root: Newton-Krylov did not converge within max_steps={solver.max_steps} "
-            f"(rtol={solver.rtol}, atol={solver.atol}). Start closer to a root, raise max_steps, "
+            f"(rtol={solver.effective_rtol(flat0.dtype)}, atol={solver.atol}). Start closer to a root, "
+            "raise max_steps, "
             "or pass throw=False and inspect return_info.",
         )
     result = unravel(flat_root)
