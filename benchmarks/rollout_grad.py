@@ -6,7 +6,12 @@ Rerun:
 
 2-D heat equation u_t = div(k grad u) (conservative, variable coefficient
 field k), zero Dirichlet walls, forward Euler at diffusion number 0.2,
-float32. Loss: mean square of the final state against a target. For each
+float32. Loss: mean square of the final state against a target. The
+coefficient enters as `fd.face_coefficients(k, grid, bc=...)`, computed once
+before the rollout (the documented form for a coefficient applied at every
+step); the row `k_cells` passes the cell field `k` to `fd.diffusion` inside
+the right-hand side instead, so that the face averages and their derivative
+are recomputed at every step (nested policy only, for comparison). For each
 policy (`checkpoint=` of `jaxfd.simulate`) and each parameter kind
 (the initial state u0, the coefficient field k) one separate process
 measures the forward time, the gradient time (both medians of repeats after
@@ -49,11 +54,14 @@ def worker(n: int, steps: int, policy: str, param: str, repeats: int) -> None:
     h = grid.spacing[0]
     dt = 0.2 * h * h / 1.5
 
-    def rhs(t, u, k):
-        return fd.diffusion(u, grid, k, bc=fd.Dirichlet(0.0))
+    bc = fd.Dirichlet(0.0)
+
+    def rhs(t, u, coefficient):
+        return fd.diffusion(u, grid, coefficient, bc=bc)
 
     def loss(u0, k, checkpoint):
-        sol = fd.simulate(rhs, u0, 0.0, steps * dt, dt, stepper=fd.Euler(), args=k,
+        coefficient = k if param == "k_cells" else fd.face_coefficients(k, grid, bc=bc)
+        sol = fd.simulate(rhs, u0, 0.0, steps * dt, dt, stepper=fd.Euler(), args=coefficient,
                           checkpoint=checkpoint, stability="ignore")
         return jnp.mean((sol.us[-1] - target) ** 2)
 
@@ -112,6 +120,7 @@ def main(argv=None) -> None:
                 continue
             for param in PARAMS:
                 work.append([str(n), str(steps), policy, param, str(repeats)])
+        work.append([str(n), str(steps), "nested", "k_cells", str(repeats)])
     records = H.run_worker_processes(os.path.abspath(__file__), work, args.processes, timeout=3600)
     summary = []
     for steps in step_counts:
