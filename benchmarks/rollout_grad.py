@@ -1,7 +1,7 @@
 """Gradient cost and memory through long rollouts, per checkpointing policy.
 
 Rerun:
-    python benchmarks/rollout_grad.py            # 512^2, T = 1000 and 10000 (about 10 minutes)
+    python benchmarks/rollout_grad.py            # 512^2, T = 1000 and 10000 (about 5 minutes on 2 cores)
     python benchmarks/rollout_grad.py --quick    # 128^2, T = 200 and 2000
 
 2-D heat equation u_t = div(k grad u) (conservative, variable coefficient
