@@ -5,7 +5,11 @@ Rerun:
     python benchmarks/heat_loop.py --quick     # 256^2, 50 steps, one process each
 
 u_t = nu * laplacian(u), zero Dirichlet walls, forward Euler at diffusion
-number 0.2. Each backend runs in `--processes` separate processes (two-speed
+number 0.2. Two jaxfd rows: `jaxfd` closes over nu (a constant compiled into
+the program, as Devito compiles it into its kernel); `jaxfd_arg` passes nu
+through `args` as a traced scalar (what differentiating with respect to it
+needs), which XLA's CPU backend currently compiles to a loop several times
+slower (see docs/benchmarks.md). Each backend runs in `--processes` separate processes (two-speed
 thread noise); the table shows the median over processes of the per-process
 median time per step, cell updates per second, effective bandwidth
 (2 * N * itemsize per step) and the ratio to the fastest backend. Results go
@@ -26,7 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _harness as H  # noqa: E402
 
-BACKENDS = ["jaxfd", "numpy", "pypde", "devito", "devito_omp"]
+BACKENDS = ["jaxfd", "jaxfd_arg", "numpy", "pypde", "devito", "devito_omp"]
 
 
 def initial_state(n: int) -> np.ndarray:
@@ -55,22 +59,29 @@ def make_runner(backend: str, n: int, steps: int):
     dt = 0.2 * h * h / nu
     lam = nu * dt / (h * h)
     u0 = initial_state(n)
-    if backend == "jaxfd":
+    if backend in ("jaxfd", "jaxfd_arg"):
         import jax
         import jax.numpy as jnp
 
         import jaxfd as fd
 
         grid = fd.Grid((n, n), ((0.0, 1.0), (0.0, 1.0)))
-
-        def rhs(t, u, nu):
-            return nu * fd.laplacian(u, grid, bc=fd.Dirichlet(0.0))
-
         u0j = jnp.asarray(u0)
-        nu_j = jnp.float32(nu)
+        if backend == "jaxfd":
+            # nu compiled into the program, as Devito compiles it into its kernel
+            def rhs(t, u, args):
+                return nu * fd.laplacian(u, grid, bc=fd.Dirichlet(0.0))
+
+            args = None
+        else:
+            # nu a traced argument (what a gradient with respect to it needs)
+            def rhs(t, u, nu_arg):
+                return nu_arg * fd.laplacian(u, grid, bc=fd.Dirichlet(0.0))
+
+            args = jnp.float32(nu)
 
         def run():
-            sol = fd.simulate(rhs, u0j, 0.0, steps * dt, dt, stepper=fd.Euler(), args=nu_j,
+            sol = fd.simulate(rhs, u0j, 0.0, steps * dt, dt, stepper=fd.Euler(), args=args,
                               checkpoint="none", stability="ignore")
             return np.asarray(jax.block_until_ready(sol.us[-1]))
 
