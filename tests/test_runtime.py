@@ -47,3 +47,24 @@ def test_tune_cpu_runtime_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True,
                          timeout=120, env={**__import__("os").environ, "JAXFD_TUNE_CPU": "1"})
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_tune_cpu_runtime_fast_math_keeps_nan_semantics_and_user_flags():
+    # fast math reaches XLA through XLA_FLAGS (read when the backend starts); non-finite
+    # checks must keep working, and a flag the user set is not overridden
+    code = (
+        "import os\n"
+        "os.environ['XLA_FLAGS'] = '--xla_cpu_fast_math_honor_division=false'\n"
+        "import jaxfd as fd, jax.numpy as jnp\n"
+        "applied = fd.tune_cpu_runtime()\n"
+        "x = jnp.asarray([jnp.nan, jnp.inf, 1.0])\n"
+        "print(applied['fast_math'], bool(jnp.isfinite(x).any() and not jnp.isfinite(x)[:2].any()))\n"
+        "print(os.environ['XLA_FLAGS'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, flags = out.stdout.strip().splitlines()
+    assert first == "True True"
+    assert "--xla_cpu_enable_fast_math=true" in flags and "--xla_cpu_fast_math_honor_nans=true" in flags
+    assert "--xla_cpu_fast_math_honor_division=false" in flags
+    assert "--xla_cpu_fast_math_honor_division=true" not in flags
