@@ -10,7 +10,7 @@ into the program, as Devito compiles it into its kernel); `jaxfd_arg` passes
 nu through `args` as a traced scalar (what differentiating with respect to
 it needs), which XLA's CPU backend compiles to a loop several times slower
 unless fast math is allowed; `jaxfd_tuned` is `jaxfd_arg` after
-`fd.tune_cpu_runtime()`, which allows it (see docs/benchmarks.md). Each
+`fd.tune_cpu_runtime(fast_math=True)`, which allows it (docs/benchmarks.md). Each
 backend runs in `--processes` separate processes (two-speed thread noise);
 the table shows the median over processes of the per-process median time
 per step, cell updates per second, effective bandwidth (2 * N * itemsize per
@@ -65,7 +65,8 @@ def make_runner(backend: str, n: int, steps: int):
         import jaxfd as fd
 
         if backend == "jaxfd_tuned":
-            fd.tune_cpu_runtime()  # before JAX computes anything: XLA reads its flags at start-up
+            # before JAX computes anything: XLA reads its flags at start-up
+            fd.tune_cpu_runtime(fast_math=True)
 
         import jax
         import jax.numpy as jnp

@@ -10,13 +10,16 @@ Two costs dominate one-off applications outside a compiled loop on CPU
   no page faults.
 * **asynchronous dispatch**: on CPU it adds tens of microseconds per call,
   more than a 256^2 stencil takes. Synchronous dispatch removes it.
-* **strict floating-point order in fused loops**: XLA's CPU code generator
-  keeps IEEE evaluation order unless told otherwise, and some stencil loops
-  then run 4x slower than others that differ by one multiplication (a heat
-  step `u + dt * (nu * laplacian(u))` with a runtime `nu`: 1230 against 300 us
-  per 1024^2 step on one core). Allowing reassociation and contraction, while
-  still honouring NaN, infinity and division semantics, removes the cliff;
-  results change at round-off level.
+* **strict floating-point order in fused loops** (`fast_math=True`, off by
+  default): XLA's CPU code generator keeps IEEE evaluation order unless told
+  otherwise, and some stencil loops then run 4x slower than others that
+  differ by one multiplication (a heat step `u + dt * (nu * laplacian(u))`
+  with a runtime `nu`: 1230 against 291 us per 1024^2 step on one core).
+  Allowing reassociation and contraction, while still honouring NaN,
+  infinity and division semantics, removes that cliff but creates others:
+  a single periodic Laplacian ran 2.9x slower with it (789 against 275 us at
+  1024^2 float32, one core). Results change at round-off level. Measure your
+  own loop with and without it.
 
 All are process-wide and change behaviour beyond jaxfd (memory is never
 returned to the operating system; Python waits for each JAX call; every XLA
@@ -62,7 +65,7 @@ def _backend_started() -> bool:
 
 
 def tune_cpu_runtime(*, sync_dispatch: bool = True, keep_memory: bool = True,
-                     fast_math: bool = True) -> dict:
+                     fast_math: bool = False) -> dict:
     """Apply the CPU settings described above; returns what was applied.
 
     Arguments:
@@ -70,7 +73,8 @@ def tune_cpu_runtime(*, sync_dispatch: bool = True, keep_memory: bool = True,
         fast_math: let XLA's CPU code generator reassociate and contract
             floating-point arithmetic (NaN, infinity and division semantics
             kept), through `XLA_FLAGS`; takes effect only before the backend
-            starts.
+            starts. Off by default: it speeds some loops up 4x and slows
+            others down 3x (see above).
         keep_memory: glibc keeps large freed blocks for reuse (`M_MMAP_MAX=0`,
             `M_TRIM_THRESHOLD` maximal) in one arena (`M_ARENA_MAX=1`), so
             XLA's output buffers are recycled without page faults. Linux with

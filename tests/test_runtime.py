@@ -41,6 +41,7 @@ def test_tune_cpu_runtime_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "sync_dispatch" in out.stdout and "False" in out.stdout.split()[-1]
+    assert "fast_math" not in out.stdout  # opt-in on its own
     assert float(out.stdout.split()[-2]) == 0.0
     # and through the environment variable at import
     env_code = "import jaxfd, jax; print(jax.config.read(\"jax_cpu_enable_async_dispatch\"))"
@@ -56,7 +57,7 @@ def test_tune_cpu_runtime_fast_math_keeps_nan_semantics_and_user_flags():
         "import os\n"
         "os.environ['XLA_FLAGS'] = '--xla_cpu_fast_math_honor_division=false'\n"
         "import jaxfd as fd, jax.numpy as jnp\n"
-        "applied = fd.tune_cpu_runtime()\n"
+        "applied = fd.tune_cpu_runtime(fast_math=True)\n"
         "x = jnp.asarray([jnp.nan, jnp.inf, 1.0])\n"
         "print(applied['fast_math'], bool(jnp.isfinite(x).any() and not jnp.isfinite(x)[:2].any()))\n"
         "print(os.environ['XLA_FLAGS'])\n"
