@@ -43,6 +43,7 @@ __all__ = [
     "Robin",
     "Extrapolate",
     "normalize_bc",
+    "periodic_axes",
     "GhostPadded",
     "ghost_pad",
     "pad",
@@ -190,6 +191,11 @@ class Extrapolate(AbstractWallCondition):
 
 def _is_bc(x) -> bool:
     return isinstance(x, AbstractBoundaryCondition)
+
+
+def periodic_axes(pairs) -> tuple[bool, ...]:
+    """Per axis of normalized `pairs`, whether it is periodic."""
+    return tuple(isinstance(p[0], Periodic) for p in pairs)
 
 
 def normalize_bc(bc, ndim: int) -> tuple[tuple[AbstractBoundaryCondition, ...], ...]:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._boundary import Extrapolate, Neumann, Periodic, ghost_pad, normalize_bc
+from ._boundary import Extrapolate, Neumann, Periodic, ghost_pad, normalize_bc, periodic_axes
 from ._grid import Grid
 from ._stencil import central_half_width, central_weights, check_accuracy
 
@@ -331,7 +331,7 @@ def face_coefficients(coefficient, grid: Grid, *, bc, mean: str = "harmonic") ->
     return FaceCoefficients(
         faces=_face_tuple(k, grid, pairs, mean),
         shape=tuple(grid.shape),
-        periodic=tuple(isinstance(p[0], Periodic) for p in pairs),
+        periodic=periodic_axes(pairs),
         mean=mean,
     )
 
@@ -358,7 +358,7 @@ def diffusion(u, grid: Grid, coefficient, *, bc, mean: str = "harmonic"):
     grid.check_field(u)
     pairs = normalize_bc(bc, grid.ndim)
     if isinstance(coefficient, FaceCoefficients):
-        periodic = tuple(isinstance(p[0], Periodic) for p in pairs)
+        periodic = periodic_axes(pairs)
         if coefficient.shape != tuple(grid.shape) or coefficient.periodic != periodic:
             raise ValueError(
                 f"These face coefficients were built for a grid of shape {coefficient.shape} with "

@@ -1,5 +1,6 @@
 """buffered() and the opt-in CPU runtime settings."""
 
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,14 @@ def test_buffered_matches_jit_and_reuses_the_donated_buffer():
     assert out.unsafe_buffer_pointer() == pointer
 
 
+def _fresh_python(code, **env):
+    """stdout of `code` run in a new interpreter (process-wide settings need one); fails on error."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_tune_cpu_runtime_in_a_fresh_process():
     code = (
         "import jaxfd as fd, jax, jax.numpy as jnp, numpy as np\n"
@@ -38,16 +47,13 @@ def test_tune_cpu_runtime_in_a_fresh_process():
         "r = fd.laplacian(u, g, bc=fd.Periodic())\n"
         "print(sorted(applied), float(jnp.abs(r).max()), jax.config.read(\"jax_cpu_enable_async_dispatch\"))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "sync_dispatch" in out.stdout and "False" in out.stdout.split()[-1]
-    assert "fast_math" not in out.stdout  # opt-in on its own
-    assert float(out.stdout.split()[-2]) == 0.0
+    stdout = _fresh_python(code)
+    assert "sync_dispatch" in stdout and "False" in stdout.split()[-1]
+    assert "fast_math" not in stdout  # opt-in on its own
+    assert float(stdout.split()[-2]) == 0.0
     # and through the environment variable at import
     env_code = "import jaxfd, jax; print(jax.config.read(\"jax_cpu_enable_async_dispatch\"))"
-    out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True,
-                         timeout=120, env={**__import__("os").environ, "JAXFD_TUNE_CPU": "1"})
-    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+    assert _fresh_python(env_code, JAXFD_TUNE_CPU="1").strip() == "False"
 
 
 def test_tune_cpu_runtime_fast_math_keeps_nan_semantics_and_user_flags():
@@ -62,9 +68,7 @@ def test_tune_cpu_runtime_fast_math_keeps_nan_semantics_and_user_flags():
         "print(applied['fast_math'], bool(jnp.isfinite(x).any() and not jnp.isfinite(x)[:2].any()))\n"
         "print(os.environ['XLA_FLAGS'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    first, flags = out.stdout.strip().splitlines()
+    first, flags = _fresh_python(code).strip().splitlines()
     assert first == "True True"
     assert "--xla_cpu_enable_fast_math=true" in flags and "--xla_cpu_fast_math_honor_nans=true" in flags
     assert "--xla_cpu_fast_math_honor_division=false" in flags

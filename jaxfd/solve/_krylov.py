@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["AbstractLinearSolver", "CG", "BiCGStab", "GMRES", "default_rtol", "iterate"]
+__all__ = ["AbstractLinearSolver", "CG", "BiCGStab", "GMRES", "default_rtol", "tight_rtol", "iterate"]
 
 
 def _dot(a, b):
@@ -42,6 +42,12 @@ def default_rtol(dtype) -> float:
     if eps < 1e-5:
         return 1e-5
     return 1e-2
+
+
+def tight_rtol(dtype) -> float:
+    """1e-10 in float64, else `default_rtol(dtype)`: for inner solves whose error feeds an
+    outer iteration (Newton steps, implicit time steps)."""
+    return 1e-10 if jnp.finfo(dtype).eps < 1e-10 else default_rtol(dtype)
 
 
 def iterate(cond, body, init, max_steps: int, unrolled: bool):

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._boundary import Dirichlet, Neumann, Periodic, normalize_bc
+from .._boundary import Dirichlet, Neumann, Periodic, normalize_bc, periodic_axes
 from .._grid import Grid
 from .._operators import _face_tuple, flux_form_diffusion
 from ._krylov import AbstractLinearSolver, _check_tols, _norm, iterate
@@ -469,7 +469,7 @@ def _build(k, *, grid, pairs, mean, max_coarse):
     """Face coefficients, smoothed levels and the coarsest inverse (one compiled program,
     cached per configuration; inlined when called under an outer `jit`)."""
     faces = _face_tuple(k, grid, pairs, mean)
-    periodic = tuple(isinstance(p[0], Periodic) for p in pairs)
+    periodic = periodic_axes(pairs)
     singular = not any(isinstance(b, Dirichlet) for p in pairs for b in p)
 
     def fine(u):
@@ -565,7 +565,7 @@ class Multigrid(eqx.Module):
                 f"-div(k grad u) is then positive definite); the smallest value is {kmin}. "
                 "Shift or reparameterise k (e.g. k = exp(m))."
             )
-        periodic = tuple(isinstance(p[0], Periodic) for p in pairs)
+        periodic = periodic_axes(pairs)
         shape = grid.shape
         while math.prod(shape) > max_coarse and _coarsenable(shape, periodic):
             shape = tuple((n + n % 2) // 2 for n in shape)

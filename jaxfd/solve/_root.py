@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._krylov import GMRES, AbstractLinearSolver, default_rtol
+from ._krylov import GMRES, AbstractLinearSolver, tight_rtol
 from ._solve import solve
 
 __all__ = ["NewtonKrylov", "RootInfo", "root"]
@@ -42,7 +42,7 @@ class NewtonKrylov(eqx.Module):
     def effective_rtol(self, dtype) -> float:
         if self.rtol is not None:
             return self.rtol
-        return 1e-10 if jnp.finfo(dtype).eps < 1e-10 else default_rtol(dtype)
+        return tight_rtol(dtype)
 
     def __check_init__(self):
         rtol = 1.0 if self.rtol is None else self.rtol

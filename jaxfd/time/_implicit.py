@@ -22,6 +22,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ..solve import GMRES, AbstractLinearSolver, solve
+from ..solve._krylov import tight_rtol
 from ._steppers import AbstractStepper, _axpy, evaluate_stage
 
 __all__ = [
@@ -63,8 +64,7 @@ def _implicit_update(f, t, u_guess, rhs_vector, gamma_dt, solver, symmetric, new
 
     if solver is None:
         # what the precision can reach: float32 Krylov residuals stall near 1e-6
-        tight = jnp.finfo(flat_guess.dtype).eps < 1e-10
-        solver = GMRES(rtol=1e-10 if tight else 1e-5, restart=40)
+        solver = GMRES(rtol=tight_rtol(flat_guess.dtype), restart=40)
     flat_u = flat_guess
     for _ in range(newton_steps):
         res = residual(flat_u)
