@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -160,32 +161,83 @@ def _tree_isfinite(u):
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+def _plain_steps(step_fn, count: int, start, u, *consts):
+    def body(v, k):
+        return step_fn(k, v, *consts), None
+    return lax.scan(body, u, start + jnp.arange(count, dtype=start.dtype))[0]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _paired_steps(step_fn, count: int, start, u, *consts):
+    """`count` steps of `step_fn(k, u, *consts)` from k = start, two per loop iteration.
+
+    XLA's while loop keeps its state in one buffer; a stencil step cannot
+    write where it reads, so a loop of single steps copies the whole state
+    every step. With two steps per iteration each step writes into the
+    other's buffer and the copy disappears (1.3-1.7x faster per step from
+    128^2 to 4096^2 on CPU). Left alone, XLA fuses the two steps into one
+    loop that recomputes the first step at every stencil point of the second
+    (50x slower), so the first step sits in a `lax.cond` on a predicate XLA
+    cannot fold (k >= 0): a conditional is a fusion boundary. Its untaken
+    branch returns fresh zeros rather than its operand: a branch that passes
+    the state through would alias it, and XLA would bring the copy back.
+    """
+
+    def pair(v, k):
+        v = lax.cond(k >= 0, lambda w: step_fn(k, w, *consts),
+                     lambda w: jax.tree_util.tree_map(jnp.zeros_like, w), v)
+        return step_fn(k + 1, v, *consts), None
+
+    pairs, odd = divmod(count, 2)
+    if pairs:
+        u = lax.scan(pair, u, start + 2 * jnp.arange(pairs, dtype=start.dtype))[0]
+    if odd:
+        u = step_fn(start + (count - 1), u, *consts)
+    return u
+
+
+@_paired_steps.defjvp
+def _paired_steps_jvp(step_fn, count, primals, tangents):
+    # Differentiated loops keep one step per iteration: under autodiff the
+    # conditional would store a residual state per step (for a gradient that
+    # needs none) and the transposed pair would fuse back into one loop.
+    start, u, *consts = primals
+    _, du, *dconsts = tangents
+    return jax.jvp(lambda v, *c: _plain_steps(step_fn, count, start, v, *c), (u, *consts), (du, *dconsts))
+
+
+def _scan_steps(step_fn, u, start, count: int):
+    """`count` steps of `step_fn(k, u)` from k = start as one loop (see `_paired_steps`)."""
+    if count == 0:
+        return u
+    start = jnp.asarray(start)
+    # closure conversion makes the arrays `step_fn` closes over (coefficients in
+    # `args`, possibly being differentiated) explicit inputs of the custom JVP
+    converted, consts = jax.closure_convert(step_fn, start, u)
+    return _paired_steps(converted, count, start, u, *consts)
+
+
 def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | None):
     """Apply `step_fn(k, u)` for k = start..start+count-1 under a checkpointing policy."""
     if count == 0:
         return u
     if checkpoint == "none":
-        def body(v, k):
-            return step_fn(k, v), None
-        return lax.scan(body, u, start + jnp.arange(count))[0]
+        return _scan_steps(step_fn, u, start, count)
     if checkpoint == "step":
-        ck = jax.checkpoint(step_fn)
-
-        def body(v, k):
-            return ck(k, v), None
-        return lax.scan(body, u, start + jnp.arange(count))[0]
+        return _scan_steps(jax.checkpoint(step_fn), u, start, count)
     if checkpoint == "nested":
         # A segment length that divides `count` (within a factor 2 of sqrt(count)) avoids a
         # remainder loop: one more copy of the step in the program, doubling its compile time.
+        # Even segments keep the paired loop free of a lone last step.
         root = max(1, math.isqrt(count))
-        inner = next((d for d in range(root, max(1, root // 2) - 1, -1) if count % d == 0), root)
+        candidates = range(root, max(1, root // 2) - 1, -1)
+        inner = next((d for d in candidates if count % d == 0 and d % 2 == 0),
+                     next((d for d in candidates if count % d == 0), root))
         outer, rest = divmod(count, inner)
 
         @jax.checkpoint
         def chunk(v, k0):
-            def body(w, k):
-                return step_fn(k, w), None
-            return lax.scan(body, v, k0 + jnp.arange(inner))[0]
+            return _scan_steps(step_fn, v, k0, inner)
 
         def outer_body(v, j):
             return chunk(v, start + j * inner), None
