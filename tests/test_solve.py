@@ -72,6 +72,26 @@ def test_non_convergence_is_an_error_or_a_flag():
     assert not bool(info.converged) and int(info.iterations) == 3
 
 
+def test_bicgstab_exact_half_step_convergence_and_breakdown():
+    # A multiple of the identity converges exactly at the half step (s = 0, t = 0): the
+    # recurrence's 0/0 must not turn x into NaN.
+    b = jnp.arange(1.0, 6.0, dtype=jnp.float64)
+    x, info = fd.solve(lambda v: 2.0 * v, b, solver=fd.BiCGStab(), return_info=True)
+    np.testing.assert_allclose(x, b / 2, rtol=1e-14)
+    assert int(info.iterations) == 1 and bool(info.converged)
+    # Skew-symmetric A with r_hat = r0: (r_hat, A r0) = 0, a genuine breakdown. BiCGStab
+    # stops at once with a finite x instead of iterating to max_steps on NaN.
+    skew = jnp.array([[0.0, 1.0], [-1.0, 0.0]], jnp.float64)
+    rhs = jnp.array([1.0, 0.0], jnp.float64)
+    x, info = fd.solve(lambda v: skew @ v, rhs, solver=fd.BiCGStab(), throw=False, return_info=True)
+    assert int(info.iterations) == 1 and not bool(info.converged)
+    assert bool(jnp.all(jnp.isfinite(x)))
+    with pytest.raises(Exception, match="broke down"):
+        fd.solve(lambda v: skew @ v, rhs, solver=fd.BiCGStab())
+    # GMRES, which the message points to, solves it
+    np.testing.assert_allclose(fd.solve(lambda v: skew @ v, rhs, solver=fd.GMRES()), [0.0, 1.0], atol=1e-12)
+
+
 def test_cg_refuses_non_symmetric_and_default_picks_gmres():
     grid, rhs, _ = _problem((24, 20))
 

@@ -30,6 +30,12 @@ def _norm(a):
     return jnp.sqrt(_dot(a, a))
 
 
+def _safe_divide(a, b):
+    """a / b, and 0 where b == 0 (the inner where keeps reverse mode finite too)."""
+    nonzero = b != 0
+    return jnp.where(nonzero, a / jnp.where(nonzero, b, 1), 0)
+
+
 def default_rtol(dtype) -> float:
     """The relative tolerance a solver uses when `rtol=None`: what the precision can reach.
 
@@ -157,26 +163,32 @@ class BiCGStab(AbstractLinearSolver):
         zeros = jnp.zeros_like(r)
 
         def cond(state):
-            return (state[-2] > tol) & (state[-1] < self.max_steps)
+            *_, residual, k, broken = state
+            return (residual > tol) & (k < self.max_steps) & ~broken
 
         def body(state):
-            x, r, p, v, rho, alpha, omega, _, k = state
+            x, r, p, v, rho, alpha, omega, _, k, _ = state
             rho_new = _dot(r_hat, r)
-            beta = (rho_new / rho) * (alpha / omega)
+            beta = _safe_divide(rho_new, rho) * _safe_divide(alpha, omega)
             p = r + beta * (p - omega * v)
             p_hat = precondition(p)
             v = matvec(p_hat)
-            alpha = rho_new / _dot(r_hat, v)
+            alpha = _safe_divide(rho_new, _dot(r_hat, v))
             s = r - alpha * v
             s_hat = precondition(s)
             t = matvec(s_hat)
-            omega = _dot(t, s) / _dot(t, t)
+            # s = 0 (converged at the half step, e.g. A a multiple of the identity) gives
+            # t = 0 and omega = 0/0: take omega = 0, so that x and r keep the half step
+            omega = _safe_divide(_dot(t, s), _dot(t, t))
             x = x + alpha * p_hat + omega * s_hat
             r = s - omega * t
-            return x, r, p, v, rho_new, alpha, omega, _norm(r), k + 1
+            residual = _norm(r)
+            # rho = 0 or omega = 0 short of the tolerance: the recurrence cannot go on
+            broken = (residual > tol) & ((rho_new == 0) | (omega == 0))
+            return x, r, p, v, rho_new, alpha, omega, residual, k + 1, broken
 
-        init = (x0, r, zeros, zeros, one, one, one, _norm(r), jnp.asarray(0))
-        x, r, *_, k = iterate(cond, body, init, self.max_steps, unrolled)
+        init = (x0, r, zeros, zeros, one, one, one, _norm(r), jnp.asarray(0), jnp.asarray(False))
+        x, r, *_, k, _ = iterate(cond, body, init, self.max_steps, unrolled)
         return x, k, _norm(b - matvec(x))
 
 
