@@ -70,6 +70,11 @@ def test_non_convergence_is_an_error_or_a_flag():
         jax.block_until_ready(fd.solve(A, rhs, fd.CG(max_steps=3)))
     _, info = fd.solve(A, rhs, fd.CG(max_steps=3), throw=False, return_info=True)
     assert not bool(info.converged) and int(info.iterations) == 3
+    # GMRES counts every inner iteration: max_steps cuts a restart cycle short
+    for max_steps in (5, 45):
+        _, info = fd.solve(A, rhs, fd.GMRES(restart=20, max_steps=max_steps), throw=False,
+                           return_info=True)
+        assert not bool(info.converged) and int(info.iterations) == max_steps
 
 
 def test_bicgstab_exact_half_step_convergence_and_breakdown():

@@ -211,7 +211,7 @@ class GMRES(AbstractLinearSolver):
         shape, dtype = b.shape, b.dtype
         n = b.size
 
-        def cycle(x):
+        def cycle(x, budget):
             r = (b - matvec(x)).ravel()
             beta = _norm(r)
             basis = jnp.zeros((m + 1, n), dtype).at[0].set(r / jnp.where(beta > 0, beta, 1))
@@ -222,7 +222,7 @@ class GMRES(AbstractLinearSolver):
 
             def cond(state):
                 j, _, _, _, _, g = state
-                return (j < m) & (jnp.abs(g[j]) > tol)
+                return (j < jnp.minimum(m, budget)) & (jnp.abs(g[j]) > tol)
 
             def body(state):
                 j, basis, hess, cs, sn, g = state
@@ -270,11 +270,11 @@ class GMRES(AbstractLinearSolver):
 
         def outer_body(state):
             x, _, k = state
-            x, j = cycle(x)
+            x, j = cycle(x, self.max_steps - k)
             return x, _norm(b - matvec(x)), k + j
 
         init = (x0, _norm(b - matvec(x0)), jnp.asarray(0))
-        # each restart cycle counts its inner iterations against max_steps
+        # every inner iteration counts against max_steps; the last cycle stops at the budget
         cycles = -(-self.max_steps // m) + 1
         x, res, k = iterate(outer_cond, outer_body, init, cycles, unrolled)
         return x, k, res
