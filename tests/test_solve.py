@@ -182,10 +182,15 @@ def test_reverse_pass_memory_does_not_grow_with_iterations():
     assert unrolled[1] > 5 * unrolled[0] and unrolled[0] > implicit[0], (implicit, unrolled)
 
 
-@pytest.mark.parametrize("solver", [fd.CG(rtol=1e-12, max_steps=200),
-                                    fd.GMRES(rtol=1e-12, restart=10, max_steps=200)],
-                         ids=lambda s: type(s).__name__)
-def test_unrolled_gradient_matches_implicit_for_a_converged_solve(solver):
+# Differentiating through BiCGStab's iterations, the derivative lags the iterate: when
+# the solve stops (45 iterations here) the unrolled gradient is still 9e-7 off in norm,
+# hence its looser tolerance. The case also runs the breakdown guard's safe divisions
+# under reverse mode.
+@pytest.mark.parametrize("solver, rtol", [(fd.CG(rtol=1e-12, max_steps=200), 1e-7),
+                                          (fd.BiCGStab(rtol=1e-12, max_steps=200), 1e-4),
+                                          (fd.GMRES(rtol=1e-12, restart=10, max_steps=200), 1e-7)],
+                         ids=["CG", "BiCGStab", "GMRES"])
+def test_unrolled_gradient_matches_implicit_for_a_converged_solve(solver, rtol):
     grid, rhs, _ = _problem((16, 12))
 
     def loss(k, differentiate):
@@ -200,7 +205,7 @@ def test_unrolled_gradient_matches_implicit_for_a_converged_solve(solver):
     k = 1.0 + grid.mesh()[0] * grid.mesh()[1]
     implicit = jax.grad(loss)(k, "implicit")
     unrolled = jax.jit(jax.grad(loss), static_argnums=1)(k, "unrolled")
-    np.testing.assert_allclose(unrolled, implicit, rtol=1e-7, atol=1e-10 * float(jnp.max(jnp.abs(implicit))))
+    np.testing.assert_allclose(unrolled, implicit, rtol=rtol, atol=1e-10 * float(jnp.max(jnp.abs(implicit))))
     with pytest.raises(ValueError, match="differentiate='implicit' or 'unrolled'"):
         loss(k, "adjoint")
 
