@@ -85,6 +85,8 @@ class AbstractLinearSolver(eqx.Module):
     atol: eqx.AbstractVar[float]
     max_steps: eqx.AbstractVar[int]
     needs_symmetric: ClassVar[bool] = False
+    # appended to fd.solve's non-convergence error by solvers that can stop early
+    breakdown_hint: ClassVar[str] = ""
 
     @abc.abstractmethod
     def run(self, matvec: Callable, b, x0, precondition: Callable, *, unrolled: bool = False):
@@ -147,6 +149,11 @@ class CG(AbstractLinearSolver):
 
 class BiCGStab(AbstractLinearSolver):
     """Preconditioned BiCGStab (van der Vorst), for general non-singular A."""
+
+    breakdown_hint: ClassVar[str] = (
+        " BiCGStab also stops early when its recurrence broke down (a zero inner product short "
+        "of the tolerance; return_info.iterations says when): try fd.GMRES(), which does not."
+    )
 
     rtol: float | None = None
     atol: float = 0.0

@@ -210,12 +210,10 @@ def solve(
             ~converged,
             f"fd.solve: {type(solver).__name__} did not reach its tolerance "
             f"(rtol={solver.effective_rtol(b.dtype)}, "
-            f"atol={solver.atol}) within max_steps={solver.max_steps} iterations, or its recurrence "
-            "broke down (BiCGStab stops at a zero inner product, return_info.iterations says "
-            "when; fd.GMRES() does not break down). Use a "
+            f"atol={solver.atol}) within max_steps={solver.max_steps} iterations. Use a "
             "preconditioner, raise max_steps, check that A is non-singular (a pure Neumann or "
             "periodic problem needs a compatible right-hand side), or pass throw=False and "
-            "inspect return_info.",
+            "inspect return_info." + solver.breakdown_hint,
         )
     if return_info:
         return x, SolveInfo(iterations, residual, tolerance, converged)

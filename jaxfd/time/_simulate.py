@@ -175,12 +175,13 @@ def _paired_steps(step_fn, count: int, start, u, *consts):
     write where it reads, so a loop of single steps copies the whole state
     every step. With two steps per iteration each step writes into the
     other's buffer and the copy disappears (on CPU 1.3-1.5x faster per step
-    from 128^2 to 4096^2 on one core, 1.7x at 4096^2 on two). Left alone, XLA fuses the two steps into one
-    loop that recomputes the first step at every stencil point of the second
-    (50x slower), so the first step sits in a `lax.cond` on a predicate XLA
-    cannot fold (k >= 0): a conditional is a fusion boundary. Its untaken
-    branch returns fresh zeros rather than its operand: a branch that passes
-    the state through would alias it, and XLA would bring the copy back.
+    from 128^2 to 4096^2 on one core, 1.7x at 4096^2 on two). Left alone,
+    XLA fuses the two steps into one loop that recomputes the first step at
+    every stencil point of the second (about 50x slower), so the first step
+    sits in a `lax.cond` on a predicate XLA cannot fold (k >= 0): a
+    conditional is a fusion boundary. Its untaken branch returns fresh zeros
+    rather than its operand: a branch that passes the state through would
+    alias it, and XLA would bring the copy back.
     """
 
     def pair(v, k):
@@ -230,9 +231,8 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
         # remainder loop: one more copy of the step in the program, doubling its compile time.
         # Even segments keep the paired loop free of a lone last step.
         root = max(1, math.isqrt(count))
-        candidates = range(root, max(1, root // 2) - 1, -1)
-        inner = next((d for d in candidates if count % d == 0 and d % 2 == 0),
-                     next((d for d in candidates if count % d == 0), root))
+        divisors = [d for d in range(root, max(1, root // 2) - 1, -1) if count % d == 0] or [root]
+        inner = next((d for d in divisors if d % 2 == 0), divisors[0])
         outer, rest = divmod(count, inner)
 
         @jax.checkpoint
