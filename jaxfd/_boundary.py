@@ -351,6 +351,31 @@ class GhostPadded(eqx.Module):
             out = out + p
         return out
 
+    def window(self, start: int, length: int):
+        """`view(start, length)` with each ghost layer broadcast and masked in.
+
+        The same values as `view`. XLA's CPU backend compiles a stencil that
+        reads its neighbours this way into one vectorised loop; with the
+        ghost slabs zero-padded to the window instead (`view`) the
+        cell-wise variable-coefficient diffusion ran four times slower. The
+        layers are added through `where(mask, layer, 0)` rather than selected
+        over the cells, so that the transpose of the transpose JAX derives
+        (see `_flux_form_jvp`) has the same shape and speed.
+        """
+        out = self._place(self.u, self.width, start, length)
+        if out is None:
+            return self.view(start, length)
+        position = None
+        layers = [(j, lax.slice_in_dim(self.lo, j, j + 1, axis=self.axis)) for j in range(self.width)]
+        layers += [(self.width + self.n + j, lax.slice_in_dim(self.hi, j, j + 1, axis=self.axis))
+                   for j in range(self.width)]
+        for at, layer in layers:
+            if start <= at < start + length:
+                if position is None:
+                    position = lax.broadcasted_iota(jnp.int32, out.shape, self.axis)
+                out = out + jnp.where(position == at - start, layer, jnp.zeros((), layer.dtype))
+        return out
+
     def materialize(self):
         """The padded array itself (one concatenate)."""
         return jnp.concatenate([self.lo, self.u, self.hi], axis=self.axis)
