@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from ._autodiff import has_tangent, instantiate_zeros
-from ._boundary import Extrapolate, Neumann, Periodic, ghost_pad, normalize_bc, periodic_axes
+from ._boundary import Dirichlet, Extrapolate, Neumann, Periodic, Robin, ghost_pad, normalize_bc, periodic_axes
 from ._grid import Grid
 from ._stencil import central_half_width, central_weights, check_accuracy
 
@@ -398,8 +398,8 @@ def _flux_form_cells(grid: Grid, u, faces, pairs):
     """The flux form evaluated cell by cell.
 
     Per cell, k_{i+1/2}(u_{i+1} - u_i) - k_{i-1/2}(u_i - u_{i-1}) along each
-    axis as one flat chain of terms (see `_StencilSum`), the wall neighbours
-    selected from the ghost layers: XLA's CPU backend compiles this into one
+    axis as one flat chain of terms (the form `_StencilSum` explains), the
+    wall neighbours masked in from the ghost layers: XLA's CPU backend compiles this into one
     vectorised loop, four times faster than the face-array form of
     `_flux_form_by_faces` (which materialises the fluxes and ghost-padded
     copies of u: nine loops).
@@ -421,7 +421,7 @@ def _flux_form_cells(grid: Grid, u, faces, pairs):
     return out if common is None else out * jnp.asarray(common, u.dtype)
 
 
-def _face_cotangent(grid: Grid, u, pairs, cotangent):
+def _face_vjp(grid: Grid, u, pairs, cotangent):
     """d<cotangent, div(k grad u)>/dk on the faces: -(u_i - u_{i-1})(c_i - c_{i-1})/h^2.
 
     u takes its ghost cells from `pairs`; the cotangent takes zeros (a wall
@@ -441,7 +441,7 @@ def _face_cotangent(grid: Grid, u, pairs, cotangent):
 
 @functools.partial(jax.checkpoint, static_argnums=(0,))
 def _face_tangent(grid: Grid, pairs, u, face_tangents):
-    """The transpose of `_face_cotangent`: div(k' grad u) for face tangents k'.
+    """The transpose of `_face_vjp`: div(k' grad u) for face tangents k'.
 
     Rematerialised, so that reverse mode keeps u as the residual (one array
     per step, not the two face differences) and recomputes the differences
@@ -449,21 +449,27 @@ def _face_tangent(grid: Grid, pairs, u, face_tangents):
     u a buffer of its own first: read straight from the stack of stored
     states, XLA fuses the dynamic slice into the stencil loops, which then run
     several times slower (measured: a 2-D heat coefficient gradient took 1.0
-    instead of 0.7 ms per step at 512^2). Both branches are the identity.
+    instead of 0.7 ms per step at 512^2). Both branches return u (`x + 0`
+    turns -0.0 into +0.0, which changes no product here). Under `vmap` the
+    conditional becomes a select and the fence is lost (speed only).
     """
     u = lax.cond(u.ravel()[0] >= 0, lambda x: x + 0, lambda x: x * 1, u)
-    return jax.linear_transpose(lambda c: _face_cotangent(grid, u, pairs, c), u)(face_tangents)[0]
+    return jax.linear_transpose(lambda c: _face_vjp(grid, u, pairs, c), u)(face_tangents)[0]
 
 
 def _self_adjoint(pairs) -> bool:
-    """Whether the second-order ghost cells of these walls keep the operator symmetric.
+    """Whether the linearisation in u is symmetric for any face coefficients.
 
-    Dirichlet, Neumann and Robin ghosts change only the wall cell's diagonal
-    entry; a periodic axis is symmetric because its first and last faces are
-    the same face with one coefficient (as `fd.face_coefficients` builds
-    them). Extrapolated ghosts couple the wall cell to the second one only.
+    The second-order ghost cells of Dirichlet, Neumann and Robin walls change
+    only the wall cell's diagonal entry, so wall axes are symmetric whatever
+    the faces. A periodic axis is symmetric only while its first and last
+    faces hold the same coefficient, which hand-built faces need not, and
+    which a derivative along the faces (a second derivative) breaks; its
+    transpose is not an operator of the same form. Extrapolated ghosts (and
+    conditions this module does not know) couple the wall cell to the
+    second one.
     """
-    return all(not isinstance(bc, Extrapolate) for pair in pairs for bc in pair)
+    return all(type(bc) in (Dirichlet, Neumann, Robin) for pair in pairs for bc in pair)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
@@ -475,13 +481,15 @@ def _flux_form_jvp(grid, static_pairs, primals, tangents):
     # Each tangent is written as the transpose of the map that reverse mode
     # should run, so that the transpose JAX derives for a gradient is that
     # map itself, compiled as fast as the forward operator:
-    # * wrt u: the operator is self-adjoint (its second-order ghosts are, on
-    #   all walls but Extrapolate), so the tangent is the transpose of the
-    #   cell-wise linearisation and the adjoint step runs the cell-wise loop;
-    # * wrt the faces: the tangent is the transpose of `_face_cotangent`, so
+    # * wrt u: with Dirichlet, Neumann and Robin walls the operator is
+    #   symmetric for any faces (`_self_adjoint`), so the tangent is the
+    #   transpose of the cell-wise linearisation, the adjoint step runs the
+    #   cell-wise loop, and derivatives of the tangent (second derivatives)
+    #   stay exact;
+    # * wrt the faces: the tangent is the transpose of `_face_vjp`, so
     #   reverse mode accumulates the face gradient in one loop per axis and
     #   keeps u (one array per step) as its residual.
-    # Elsewhere (Extrapolate walls, scalar faces, boundary data) the tangent
+    # Elsewhere (periodic axes, Extrapolate walls, scalar faces, boundary data) the tangent
     # goes through the face-array form, whose transpose JAX derives well enough.
     u, faces, data_pairs = primals
     du, dfaces, ddata = tangents
@@ -499,7 +507,10 @@ def _flux_form_jvp(grid, static_pairs, primals, tangents):
             by_faces.append((0, du))
     if has_tangent(dfaces):
         if all(jnp.ndim(f) > 0 for f in faces):
-            parts.append(_face_tangent(grid, pairs, u, instantiate_zeros(tuple(dfaces))))
+            # faces may broadcast (shape 1 across the other axes); the transpose wants full ones
+            shapes = [u.shape[:a] + (u.shape[a] + 1,) + u.shape[a + 1:] for a in range(u.ndim)]
+            face_tangents = tuple(jnp.broadcast_to(t, shape) for t, shape in zip(instantiate_zeros(tuple(dfaces)), shapes))
+            parts.append(_face_tangent(grid, pairs, u, face_tangents))
         else:
             by_faces.append((1, dfaces))
     if has_tangent(ddata):

@@ -169,7 +169,7 @@ def _plain_steps(step_fn, count: int, start, u, *consts):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _paired_steps(step_fn, count: int, recomputed: bool, start, u, *consts):
+def _paired_steps(step_fn, count: int, checkpointed: bool, start, u, *consts):
     """`count` steps of `step_fn(k, u, *consts)` from k = start, two per loop iteration.
 
     XLA's while loop keeps its state in one buffer; a stencil step cannot
@@ -198,7 +198,7 @@ def _paired_steps(step_fn, count: int, recomputed: bool, start, u, *consts):
     return u
 
 
-def _paired_steps_jvp(step_fn, count, recomputed, primals, tangents):
+def _paired_steps_jvp(step_fn, count, checkpointed, primals, tangents):
     # Differentiated loops keep one step per iteration: under autodiff the
     # conditional would store a residual state per step (for a gradient that
     # needs none) and the transposed pair would fuse back into one loop.
@@ -217,13 +217,14 @@ def _paired_steps_jvp(step_fn, count, recomputed, primals, tangents):
 
     du = instantiate_zeros(du)
     out, tangent = jax.jvp(steps, (u, *[consts[i] for i in moving]), (du, *[dconsts[i] for i in moving]))
-    if recomputed:
+    if checkpointed:
         # Inside a checkpointed segment reverse mode runs this rule twice: in
         # the forward sweep only the final state is kept (the tangent loop's
         # residuals are discarded, so JAX drops the plain loop and the paired
         # loop gives the state), and in the backward sweep only the residuals
         # are used. Outside one, the plain loop is needed for its residuals
-        # anyway and a paired loop would be a second forward sweep.
+        # anyway and a paired loop would be a second forward sweep. Forward
+        # mode (jax.jvp, jacfwd) does pay that second sweep inside segments.
         out = _paired_steps(step_fn, count, True, start, u, *consts)
     return out, tangent
 
@@ -231,7 +232,7 @@ def _paired_steps_jvp(step_fn, count, recomputed, primals, tangents):
 _paired_steps.defjvp(_paired_steps_jvp, symbolic_zeros=True)
 
 
-def _scan_steps(step_fn, u, start, count: int, recomputed: bool = False):
+def _scan_steps(step_fn, u, start, count: int, checkpointed: bool = False):
     """`count` steps of `step_fn(k, u)` from k = start as one loop (see `_paired_steps`)."""
     if count == 0:
         return u
@@ -239,7 +240,7 @@ def _scan_steps(step_fn, u, start, count: int, recomputed: bool = False):
     # closure conversion makes the arrays `step_fn` closes over (coefficients in
     # `args`, possibly being differentiated) explicit inputs of the custom JVP
     converted, consts = jax.closure_convert(step_fn, start, u)
-    return _paired_steps(converted, count, recomputed, start, u, *consts)
+    return _paired_steps(converted, count, checkpointed, start, u, *consts)
 
 
 def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | None):
@@ -261,7 +262,7 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
 
         @jax.checkpoint
         def chunk(v, k0):
-            return _scan_steps(step_fn, v, k0, inner, recomputed=True)
+            return _scan_steps(step_fn, v, k0, inner, checkpointed=True)
 
         def outer_body(v, j):
             return chunk(v, start + j * inner), None
@@ -500,8 +501,7 @@ def _simulate_impl(rhs, u0, args, stepper, *, t0, t1, dt, n_steps, save_steps, c
     # that varies with k is stored per step for reverse mode and read back
     # inside the adjoint's stencil loop, as a dynamic slice XLA fuses into it
     # (a 512^2 heat gradient then took 670 instead of 330 us per step).
-    last = t1 - (t0 + (n_steps - 1) * dt)
-    uniform = n_steps == 0 or abs(last - dt) <= _STEP_TOL * dt
+    uniform = abs((t1 - t0) / dt - n_steps) <= _STEP_TOL
 
     def step_fn(k, u):
         t = t0_a + k.astype(dtype) * dt_a
