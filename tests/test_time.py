@@ -102,6 +102,32 @@ def test_gradients_agree_across_checkpoint_policies(checkpoint):
     np.testing.assert_allclose(ad_derivative, fd_derivative, rtol=1e-7)
 
 
+def test_recursive_policy_with_odd_segments():
+    """The recursive schedule runs two steps per iteration; segments of odd length (101
+    steps, saves every 3 and at the end) end with one lone step. Values and gradients
+    match the plain policy."""
+    grid = fd.Grid((12,), ((0.0, 1.0),))
+    (x,) = grid.mesh()
+
+    def loss(u0, nu, checkpoint):
+        def rhs(t, u, nu):
+            return nu * fd.laplacian(u, grid, bc=fd.Dirichlet(0.3)) - u**3
+
+        sol = fd.simulate(rhs, u0, 0.0, 101 * 2e-4, 2e-4, stepper=fd.Heun(), args=nu,
+                          saveat=fd.SaveAt(every=3), checkpoint=checkpoint)
+        return jnp.sum(sol.us ** 2 * jnp.sin(x)[None]), sol.us
+
+    u0, nu = jnp.cos(3 * x), jnp.asarray(0.7)
+    (value, us), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(u0, nu, "recursive")
+    (value_ref, us_ref), grads_ref = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(u0, nu, "none")
+    assert us.shape == us_ref.shape == (34, 12)  # steps 3, 6, ..., 99 and 101
+    np.testing.assert_allclose(us, us_ref, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(value, value_ref, rtol=1e-13)
+    for g, ref in zip(grads, grads_ref):
+        np.testing.assert_allclose(g, ref, rtol=1e-11, atol=1e-13)
+        assert float(jnp.max(jnp.abs(ref))) > 1e-3
+
+
 def test_check_grads_through_rollout():
     from jax.test_util import check_grads
 

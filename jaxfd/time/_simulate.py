@@ -270,15 +270,26 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
         u = lax.scan(outer_body, u, jnp.arange(outer))[0]
         return _run_steps(step_fn, u, start + outer * inner, rest, "none", None)
     if checkpoint == "recursive":
+        # Two steps per iteration, as in `_paired_steps` (0.13 to 0.05 ms per
+        # forward step at 512^2); the schedule then stores states after an
+        # even number of steps.
+        pairs, odd = divmod(count, 2)
+
         def cond(carry):
-            return carry[0] < start + count
+            return carry[0] < start + 2 * pairs
 
         def body(carry):
             k, v = carry
-            return k + 1, step_fn(k, v)
+            v = lax.cond(k >= 0, lambda w: step_fn(k, w),
+                         lambda w: jax.tree_util.tree_map(jnp.zeros_like, w), v)
+            return k + 2, step_fn(k + 1, v)
 
-        return eqxi.while_loop(cond, body, (jnp.asarray(start), u), max_steps=count,
-                               kind="checkpointed", checkpoints=checkpoints)[1]
+        if pairs:
+            u = eqxi.while_loop(cond, body, (jnp.asarray(start), u), max_steps=pairs,
+                                kind="checkpointed", checkpoints=checkpoints)[1]
+        if odd:
+            u = step_fn(jnp.asarray(start + count - 1), u)
+        return u
     raise ValueError(
         f"Expected checkpoint to be one of 'none', 'step', 'nested', 'recursive', got {checkpoint!r}."
     )
@@ -355,7 +366,7 @@ def simulate(
             `"step"` stores one state per step and recomputes the stages;
             `"nested"` (default) stores O(sqrt(T)) states (two-level scan);
             `"recursive"` uses a binomial (treeverse) schedule with
-            `checkpoints` states (equinox's default, about sqrt(2T); pass
+            `checkpoints` states taken every two steps (equinox's default, about sqrt(T); pass
             a smaller number to trade recomputation for memory, down to
             O(log T)); reverse mode only.
         throw: raise on a non-finite state (naming the step interval and time);
