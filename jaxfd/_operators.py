@@ -457,19 +457,38 @@ def _face_tangent(grid: Grid, pairs, u, face_tangents):
     return jax.linear_transpose(lambda c: _face_vjp(grid, u, pairs, c), u)(face_tangents)[0]
 
 
-def _self_adjoint(pairs) -> bool:
-    """Whether the linearisation in u is symmetric for any face coefficients.
+def _transpose_is_cellwise(pairs) -> bool:
+    """Whether the transpose of the linearisation in u is the cell-wise operator plus
+    `_periodic_asymmetry`, for any face coefficients.
 
     The second-order ghost cells of Dirichlet, Neumann and Robin walls change
     only the wall cell's diagonal entry, so wall axes are symmetric whatever
-    the faces. A periodic axis is symmetric only while its first and last
-    faces hold the same coefficient, which hand-built faces need not, and
-    which a derivative along the faces (a second derivative) breaks; its
-    transpose is not an operator of the same form. Extrapolated ghosts (and
-    conditions this module does not know) couple the wall cell to the
-    second one.
+    the faces. A periodic axis couples the last cell to the first through
+    face n and the first to the last through face 0, so it is symmetric only
+    while those faces agree (which hand-built faces, and any derivative
+    along the faces, need not). Extrapolated ghosts (and conditions this
+    module does not know) couple the wall cell to the second one.
     """
-    return all(type(bc) in (Dirichlet, Neumann, Robin) for pair in pairs for bc in pair)
+    return all(type(bc) in (Dirichlet, Neumann, Robin, Periodic) for pair in pairs for bc in pair)
+
+
+def _periodic_asymmetry(grid: Grid, faces, pairs, v):
+    """(J^T - J) v for the cell-wise operator J: on each periodic axis,
+    (k_n - k_0)/h^2 (v_{n-1} at the first cell, -v_0 at the last)."""
+    out = None
+    for a, f in enumerate(faces):
+        if jnp.ndim(f) == 0 or not isinstance(pairs[a][0], Periodic):
+            continue
+        n = v.shape[a]
+        jump = (lax.slice_in_dim(f, n, n + 1, axis=a) - lax.slice_in_dim(f, 0, 1, axis=a)) * jnp.asarray(
+            1.0 / grid.spacing[a] ** 2, v.dtype)
+        first = jump * lax.slice_in_dim(v, n - 1, n, axis=a)
+        last = -jump * lax.slice_in_dim(v, 0, 1, axis=a)
+        below = [(0, n - 1) if b == a else (0, 0) for b in range(v.ndim)]
+        above = [(n - 1, 0) if b == a else (0, 0) for b in range(v.ndim)]
+        term = jnp.pad(first, below) + jnp.pad(last, above)
+        out = term if out is None else out + term
+    return out
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
@@ -481,15 +500,16 @@ def _flux_form_jvp(grid, static_pairs, primals, tangents):
     # Each tangent is written as the transpose of the map that reverse mode
     # should run, so that the transpose JAX derives for a gradient is that
     # map itself, compiled as fast as the forward operator:
-    # * wrt u: with Dirichlet, Neumann and Robin walls the operator is
-    #   symmetric for any faces (`_self_adjoint`), so the tangent is the
-    #   transpose of the cell-wise linearisation, the adjoint step runs the
-    #   cell-wise loop, and derivatives of the tangent (second derivatives)
-    #   stay exact;
+    # * wrt u: the transpose of the linearisation J is J itself on
+    #   Dirichlet, Neumann and Robin walls and J plus a correction between
+    #   the first and last cells of a periodic axis, for any faces
+    #   (`_transpose_is_cellwise`), so the tangent is the transpose of that
+    #   map, the adjoint step runs the cell-wise loop, and derivatives of the
+    #   tangent (second derivatives) stay exact;
     # * wrt the faces: the tangent is the transpose of `_face_vjp`, so
     #   reverse mode accumulates the face gradient in one loop per axis and
     #   keeps u (one array per step) as its residual.
-    # Elsewhere (periodic axes, Extrapolate walls, scalar faces, boundary data) the tangent
+    # Elsewhere (Extrapolate walls, scalar faces, boundary data) the tangent
     # goes through the face-array form, whose transpose JAX derives well enough.
     u, faces, data_pairs = primals
     du, dfaces, ddata = tangents
@@ -499,10 +519,12 @@ def _flux_form_jvp(grid, static_pairs, primals, tangents):
     by_faces = []  # (argument index, tangent) still to differentiate through the face-array form
     parts = []
     if has_tangent(du):
-        if _self_adjoint(pairs):
-            def linearised(v):
-                return jax.jvp(lambda w: _flux_form_cells(grid, w, faces, pairs), (u,), (v,))[1]
-            parts.append(jax.linear_transpose(linearised, u)(instantiate_zeros(du))[0])
+        if _transpose_is_cellwise(pairs):
+            def transposed(v):
+                out = jax.jvp(lambda w: _flux_form_cells(grid, w, faces, pairs), (u,), (v,))[1]
+                asymmetry = _periodic_asymmetry(grid, faces, pairs, v)
+                return out if asymmetry is None else out + asymmetry
+            parts.append(jax.linear_transpose(transposed, u)(instantiate_zeros(du))[0])
         else:
             by_faces.append((0, du))
     if has_tangent(dfaces):
