@@ -168,6 +168,13 @@ def _plain_steps(step_fn, count: int, start, u, *consts):
     return lax.scan(body, u, start + jnp.arange(count, dtype=start.dtype))[0]
 
 
+def _two_steps(step_fn, k, v, *consts):
+    """Steps k and k + 1, the first behind a fusion fence (see `_paired_steps`)."""
+    v = lax.cond(k >= 0, lambda w: step_fn(k, w, *consts),
+                 lambda w: jax.tree_util.tree_map(jnp.zeros_like, w), v)
+    return step_fn(k + 1, v, *consts)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _paired_steps(step_fn, count: int, checkpointed: bool, start, u, *consts):
     """`count` steps of `step_fn(k, u, *consts)` from k = start, two per loop iteration.
@@ -186,9 +193,7 @@ def _paired_steps(step_fn, count: int, checkpointed: bool, start, u, *consts):
     """
 
     def pair(v, k):
-        v = lax.cond(k >= 0, lambda w: step_fn(k, w, *consts),
-                     lambda w: jax.tree_util.tree_map(jnp.zeros_like, w), v)
-        return step_fn(k + 1, v, *consts), None
+        return _two_steps(step_fn, k, v, *consts), None
 
     pairs, odd = divmod(count, 2)
     if pairs:
@@ -280,9 +285,7 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
 
         def body(carry):
             k, v = carry
-            v = lax.cond(k >= 0, lambda w: step_fn(k, w),
-                         lambda w: jax.tree_util.tree_map(jnp.zeros_like, w), v)
-            return k + 2, step_fn(k + 1, v)
+            return k + 2, _two_steps(step_fn, k, v)
 
         if pairs:
             u = eqxi.while_loop(cond, body, (jnp.asarray(start), u), max_steps=pairs,
