@@ -20,7 +20,8 @@ compilation), their ratio, the process's peak resident memory and the
 compiled program's temporary buffer size (XLA's memory analysis), next to a
 forward-only process. Policies whose memory grows like T ("none", "step")
 are skipped at T = 10000 (they would hold 10000 states of 1 MiB each and
-their residuals). Results: benchmarks/results/rollout_grad.json.
+their residuals). The policy `nested-reverse` is `checkpoint="nested"` with
+`adjoint="reverse"` (simulate's own reverse pass; reverse mode only). Results: benchmarks/results/rollout_grad.json.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _harness as H  # noqa: E402
 
-POLICIES = ["none", "step", "nested", "recursive"]
+POLICIES = ["none", "step", "nested", "recursive", "nested-reverse"]
 PARAMS = ["u0", "k"]
 
 
@@ -60,10 +61,11 @@ def worker(n: int, steps: int, policy: str, param: str, repeats: int) -> None:
     def rhs(t, u, coefficient):
         return fd.diffusion(u, grid, coefficient, bc=bc)
 
-    def loss(u0, k, checkpoint):
+    def loss(u0, k, policy):
         coefficient = k if param == "k_cells" else fd.face_coefficients(k, grid, bc=bc)
+        checkpoint, _, adjoint = policy.partition("-")
         sol = fd.simulate(rhs, u0, 0.0, steps * dt, dt, stepper=fd.Euler(), args=coefficient,
-                          checkpoint=checkpoint, stability="ignore")
+                          checkpoint=checkpoint, adjoint=adjoint or "autodiff", stability="ignore")
         return jnp.mean((sol.us[-1] - target) ** 2)
 
     forward = jax.jit(lambda u0, k: loss(u0, k, "none" if policy == "forward" else policy))

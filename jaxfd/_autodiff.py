@@ -1,11 +1,11 @@
-"""Helpers for custom JVP rules that receive symbolic zeros (`defjvp(..., symbolic_zeros=True)`)."""
+"""Helpers for custom JVP and VJP rules that receive symbolic zeros (`symbolic_zeros=True`)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 
 def has_tangent(tangent) -> bool:
@@ -23,3 +23,17 @@ def instantiate_zeros(tangent):
         return jnp.zeros(t.shape, t.dtype)
 
     return jax.tree_util.tree_map(leaf, tangent, is_leaf=lambda x: isinstance(x, SymbolicZero))
+
+
+def _is_primal(x) -> bool:
+    return isinstance(x, CustomVJPPrimal)
+
+
+def primal_value(tree):
+    """A custom VJP's forward-rule argument (leaves wrapped in `CustomVJPPrimal`) as plain values."""
+    return jax.tree_util.tree_map(lambda p: p.value, tree, is_leaf=_is_primal)
+
+
+def is_perturbed(tree) -> bool:
+    """Whether any leaf of a custom VJP's forward-rule argument will receive a cotangent."""
+    return any(p.perturbed for p in jax.tree_util.tree_leaves(tree, is_leaf=_is_primal))

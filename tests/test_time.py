@@ -77,12 +77,13 @@ def _rollout_loss(params, checkpoint):
 
     (x,) = grid.mesh()
     u0 = params["u0"]
+    checkpoint, _, adjoint = checkpoint.partition("+")  # "nested+reverse": adjoint="reverse"
     sol = fd.simulate(rhs, u0, 0.0, 0.02, 0.0002, stepper=fd.RK4(),
-                      args=(params["nu"], params["g"]), checkpoint=checkpoint)
+                      args=(params["nu"], params["g"]), checkpoint=checkpoint, adjoint=adjoint or "autodiff")
     return jnp.sum(sol.us[-1] ** 2 * jnp.sin(x))
 
 
-@pytest.mark.parametrize("checkpoint", ["none", "step", "nested", "recursive"])
+@pytest.mark.parametrize("checkpoint", ["none", "step", "nested", "recursive", "nested+reverse"])
 def test_gradients_agree_across_checkpoint_policies(checkpoint):
     # 100 steps; gradient w.r.t. initial field, coefficient and boundary value
     grid = fd.Grid((12,), ((0.0, 1.0),))
@@ -102,10 +103,11 @@ def test_gradients_agree_across_checkpoint_policies(checkpoint):
     np.testing.assert_allclose(ad_derivative, fd_derivative, rtol=1e-7)
 
 
-def test_recursive_policy_with_odd_segments():
-    """The recursive schedule runs two steps per iteration; segments of odd length (101
-    steps, saves every 3 and at the end) end with one lone step. Values and gradients
-    match the plain policy."""
+@pytest.mark.parametrize("checkpoint", ["recursive", "nested+reverse"])
+def test_paired_policies_with_odd_segments(checkpoint):
+    """The recursive schedule and the reverse adjoint run two steps per iteration;
+    segments of odd length (101 steps, saves every 3 and at the end) end with one lone
+    step. Values and gradients match the plain policy."""
     grid = fd.Grid((12,), ((0.0, 1.0),))
     (x,) = grid.mesh()
 
@@ -113,12 +115,13 @@ def test_recursive_policy_with_odd_segments():
         def rhs(t, u, nu):
             return nu * fd.laplacian(u, grid, bc=fd.Dirichlet(0.3)) - u**3
 
+        checkpoint, _, adjoint = checkpoint.partition("+")
         sol = fd.simulate(rhs, u0, 0.0, 101 * 2e-4, 2e-4, stepper=fd.Heun(), args=nu,
-                          saveat=fd.SaveAt(every=3), checkpoint=checkpoint)
+                          saveat=fd.SaveAt(every=3), checkpoint=checkpoint, adjoint=adjoint or "autodiff")
         return jnp.sum(sol.us ** 2 * jnp.sin(x)[None]), sol.us
 
     u0, nu = jnp.cos(3 * x), jnp.asarray(0.7)
-    (value, us), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(u0, nu, "recursive")
+    (value, us), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(u0, nu, checkpoint)
     (value_ref, us_ref), grads_ref = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(u0, nu, "none")
     assert us.shape == us_ref.shape == (34, 12)  # steps 3, 6, ..., 99 and 101
     np.testing.assert_allclose(us, us_ref, rtol=1e-13, atol=1e-14)
