@@ -168,10 +168,16 @@ def _plain_steps(step_fn, count: int, start, u, *consts):
     return lax.scan(body, u, start + jnp.arange(count, dtype=start.dtype))[0]
 
 
+def _fenced(fn, k, x):
+    """`fn(x)` behind a fusion fence: a conditional on a predicate XLA cannot
+    fold (k >= 0) whose untaken branch returns fresh zeros (see `_paired_steps`)."""
+    shapes = jax.eval_shape(fn, x)
+    return lax.cond(k >= 0, fn, lambda _: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), x)
+
+
 def _two_steps(step_fn, k, v, *consts):
     """Steps k and k + 1, the first behind a fusion fence (see `_paired_steps`)."""
-    v = lax.cond(k >= 0, lambda w: step_fn(k, w, *consts),
-                 lambda w: jax.tree_util.tree_map(jnp.zeros_like, w), v)
+    v = _fenced(lambda w: step_fn(k, w, *consts), k, v)
     return step_fn(k + 1, v, *consts)
 
 
@@ -253,10 +259,8 @@ def _states_before_steps(step_fn, count: int, start, u, consts):
     iteration: `(firsts, seconds)` stacked per pair, and the state before a
     lone last step (None when `count` is even)."""
     def pair(v, k):
-        first = v
-        v = lax.cond(k >= 0, lambda w: step_fn(k, w, *consts),
-                     lambda w: jax.tree_util.tree_map(jnp.zeros_like, w), v)
-        return step_fn(k + 1, v, *consts), (first, v)
+        second = _fenced(lambda w: step_fn(k, w, *consts), k, v)
+        return step_fn(k + 1, second, *consts), (v, second)
 
     pairs, odd = divmod(count, 2)
     ks = start + 2 * jnp.arange(pairs, dtype=start.dtype)
@@ -298,8 +302,7 @@ def _adjoint_of_steps(step_fn, count: int, start, u, consts, perturbed, cotangen
         def body(carry, xs):
             lam, total = carry
             k, first, second = xs
-            zeros = lambda l: jax.tree_util.tree_map(jnp.zeros_like, (l, total))
-            lam, later = lax.cond(k >= 0, lambda l: pull(k + 1, second, l), zeros, lam)
+            lam, later = _fenced(lambda l: pull(k + 1, second, l), k, lam)
             lam, earlier = pull(k, first, lam)
             return (lam, add(total, later, earlier)), None
 
