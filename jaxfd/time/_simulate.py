@@ -333,8 +333,11 @@ def _segmented_forward(step_fn, count, segment, start, u, consts):
 
 
 def _segmented_steps_fwd(step_fn, count, segment, start, u, *consts):
-    # which inputs carry a cotangent, as pytree structure (residuals hold no Python bools)
-    flags = tuple(() if is_perturbed(c) else None for c in consts)
+    # Which inputs carry a cotangent, as the length (1 or 0) of an empty-valued
+    # array: residuals hold arrays only, and their tree structure must not
+    # depend on the pattern (JAX caches the forward rule per pattern but hands
+    # the backward the residual structure of the last one traced).
+    flags = tuple(np.zeros((1 if is_perturbed(c) else 0,), np.bool_) for c in consts)
     start, u, consts = primal_value((start, u, consts))
     out, checkpoints = _segmented_forward(step_fn, count, segment, start, u, consts)
     return out, (start, checkpoints, consts, flags)
@@ -342,7 +345,7 @@ def _segmented_steps_fwd(step_fn, count, segment, start, u, *consts):
 
 def _segmented_steps_bwd(step_fn, count, segment, residuals, cotangent):
     start, checkpoints, consts, flags = residuals
-    perturbed = [f is not None for f in flags]
+    perturbed = [f.shape[0] > 0 for f in flags]
     cotangent = instantiate_zeros(cotangent)
     grads = [jax.tree_util.tree_map(jnp.zeros_like, c) for c, p in zip(consts, perturbed) if p]
 
@@ -529,12 +532,16 @@ def simulate(
             every transformation works (`jax.grad`, `jax.jvp`, `jax.jacfwd`,
             Hessians). `"reverse"` (with `checkpoint="nested"`, fixed steps):
             simulate's own reverse pass, a custom VJP that recomputes one
-            segment at a time and runs the steps' VJPs two per loop iteration;
-            the same memory as `"nested"` and about twice as fast (a linear
-            step's gradient with respect to the initial state skips the
-            recomputation altogether), but reverse mode only: `jax.grad`,
-            `jax.vjp`, their `vmap` and gradients of gradients work;
-            `jax.jvp`/`jax.jacfwd` raise.
+            segment at a time (storing its states) and runs the steps' VJPs
+            two per loop iteration, with the memory of `"nested"`. Each VJP
+            evaluates its step again, so it pays where the VJP needs little
+            of the forward step, as for `fd.diffusion` (a 512^2 heat gradient:
+            2.0 instead of 4.7 forward passes wrt u0, 7.8 instead of 13.1 wrt
+            the coefficient); a nonlinear multi-stage step can be slower than
+            with `"autodiff"`: measure. Reverse mode only: `jax.grad`,
+            `jax.vjp`, their `vmap`, gradients of gradients and
+            forward-over-reverse (`jax.hessian`) work; `jax.jvp`,
+            `jax.jacfwd` and `jax.linearize` of the rollout itself raise.
 
     Returns:
         A `Solution` with `ts`, `us` (stacked on a leading time axis) and `stats`.
@@ -548,11 +555,12 @@ def simulate(
         raise TypeError(f"Expected saveat to be an fd.SaveAt, got {saveat!r}.")
     if adjoint not in ("autodiff", "reverse"):
         raise ValueError(f"Expected adjoint='autodiff' or 'reverse', got {adjoint!r}.")
-    if adjoint == "reverse" and (checkpoint != "nested" or stepsize is not None):
-        raise ValueError(
-            f"adjoint='reverse' runs the nested checkpoint schedule with fixed steps; got "
-            f"checkpoint={checkpoint!r}" + ("" if stepsize is None else " with adaptive steps")
-            + ". Pass checkpoint='nested' and no stepsize, or adjoint='autodiff'.")
+    if adjoint == "reverse" and checkpoint != "nested":
+        raise ValueError(f"adjoint='reverse' runs the nested checkpoint schedule; got checkpoint={checkpoint!r}. "
+                         "Pass checkpoint='nested', or adjoint='autodiff' for the other policies.")
+    if adjoint == "reverse" and stepsize is not None:
+        raise ValueError("adjoint='reverse' needs fixed steps; got stepsize=fd.Adaptive(...). "
+                         "Pass stepsize=None, or adjoint='autodiff' for adaptive steps.")
     if stepsize is not None:
         return _simulate_adaptive(rhs, u0, t0, t1, dt, stepper, args, saveat, checkpoint, checkpoints,
                                   throw, progress, stepsize)
