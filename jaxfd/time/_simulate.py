@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from .._autodiff import has_tangent, instantiate_zeros, is_perturbed, primal_value
 from ._stability import check_explicit_stability
@@ -157,6 +158,14 @@ def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
+def _closes_over_tracers(rhs, t0, u0, args) -> bool:
+    """Whether `rhs` closes over (or, as a module, holds) traced values, as when it is
+    built inside a jitted or differentiated function: the eager stability check cannot
+    run on those."""
+    consts = jax.make_jaxpr(lambda u: rhs(t0, u, args))(u0).consts
+    return any(isinstance(c, jax.core.Tracer) for c in consts)
+
+
 def _tree_isfinite(u):
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(u)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
@@ -243,14 +252,38 @@ def _paired_steps_jvp(step_fn, count, checkpointed, primals, tangents):
 _paired_steps.defjvp(_paired_steps_jvp, symbolic_zeros=True)
 
 
+def _closure_convert(fn, *example_args):
+    """`fn` with every value it closes over made an explicit trailing argument.
+
+    The custom JVP and VJP of the loops must see the arrays a step closes
+    over (coefficients in `args`, possibly being differentiated) as inputs.
+    `jax.closure_convert` hoists only values it thinks could be perturbed
+    and leaves the others, such as integer arrays in `args` or values
+    batched by an outer `vmap`, as constants of a traced function, where
+    they fail as leaked tracers; this hoists them all.
+    """
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*example_args)
+    in_tree = jax.tree_util.tree_structure(example_args)
+    out_tree = jax.tree_util.tree_structure(out_shape)
+    count = len(closed.consts)
+
+    def converted(*args_and_consts):
+        args, consts = args_and_consts[:len(args_and_consts) - count], args_and_consts[len(args_and_consts) - count:]
+        flat, tree = jax.tree_util.tree_flatten(tuple(args))
+        if tree != in_tree:
+            raise TypeError(f"Expected arguments structured as {in_tree}, got {tree}.")
+        out = jaxpr_as_fun(ClosedJaxpr(closed.jaxpr, consts))(*flat)
+        return jax.tree_util.tree_unflatten(out_tree, out)
+
+    return converted, list(closed.consts)
+
+
 def _scan_steps(step_fn, u, start, count: int, checkpointed: bool = False):
     """`count` steps of `step_fn(k, u)` from k = start as one loop (see `_paired_steps`)."""
     if count == 0:
         return u
     start = jnp.asarray(start)
-    # closure conversion makes the arrays `step_fn` closes over (coefficients in
-    # `args`, possibly being differentiated) explicit inputs of the custom JVP
-    converted, consts = jax.closure_convert(step_fn, start, u)
+    converted, consts = _closure_convert(step_fn, start, u)
     return _paired_steps(converted, count, checkpointed, start, u, *consts)
 
 
@@ -392,7 +425,7 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
         outer, rest = divmod(count, inner)
         if adjoint == "reverse":
             start = jnp.asarray(start)
-            converted, consts = jax.closure_convert(step_fn, start, u)
+            converted, consts = _closure_convert(step_fn, start, u)
             u = _segmented_steps(converted, outer * inner, inner, start, u, *consts)
             if rest:
                 u = _segmented_steps(converted, rest, rest, start + outer * inner, u, *consts)
@@ -508,7 +541,8 @@ def simulate(
             O(log T)); reverse mode only.
         throw: raise on a non-finite state (naming the step interval and time);
             with `False` the solution reports it in `stats["result"]`.
-        stability: with `"check"` (default) and concrete `u0`/`args`, an
+        stability: with `"check"` (default), concrete `u0`/`args` and an `rhs`
+            that closes over no traced value, an
             explicit stepper whose `dt` exceeds its stability limit (estimated
             from the spectral radius of the right-hand side's Jacobian at `u0`,
             by power iteration) is refused with a `ValueError`; `"ignore"`
@@ -569,7 +603,7 @@ def simulate(
     save_steps = _save_steps(saveat, t0, t1, dt, n_steps)
     if stability not in ("check", "ignore"):
         raise ValueError(f"Expected stability='check' or 'ignore', got {stability!r}.")
-    if stability == "check" and n_steps > 0 and _is_concrete((u0, args)):
+    if stability == "check" and n_steps > 0 and _is_concrete((u0, args)) and not _closes_over_tracers(rhs, t0, u0, args):
         check_explicit_stability(stepper, rhs, t0, u0, args, min(dt, t1 - t0))
     _PROGRESS.start(n_steps if progress else 0)
     ts, us, failed = _simulate_impl(
