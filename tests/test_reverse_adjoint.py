@@ -186,3 +186,22 @@ def test_forward_mode_is_refused_by_jax():
 def test_bad_adjoint_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         fd.simulate(lambda t, u, a: -u, jnp.ones(3), 0.0, 1.0, 0.1, **kwargs)
+
+
+def test_backward_pass_does_not_report_progress(monkeypatch):
+    # the progress bar follows the forward sweep; the reverse pass steps quietly
+    from jaxfd.time import _simulate
+
+    reported = []
+    monkeypatch.setattr(_simulate._PROGRESS, "update", reported.append)
+    grid = fd.Grid((16,), ((0.0, 1.0),))
+    (x,) = grid.mesh(jnp.float64)
+
+    def loss(k):
+        rhs = lambda t, u, a: a * fd.laplacian(u, grid, bc=fd.Dirichlet(0.0)) - u**3  # noqa: E731
+        sol = fd.simulate(rhs, jnp.sin(3.0 * x), 0.0, 200e-4, 1e-4, stepper=fd.Heun(), args=k,
+                          adjoint="reverse", progress=True)
+        return jnp.sum(sol.us[-1])
+
+    jax.block_until_ready(jax.grad(loss)(0.7))
+    assert sorted(reported) == list(range(2, 201, 2))  # every second step, once each

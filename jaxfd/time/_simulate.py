@@ -345,8 +345,10 @@ def _adjoint_of_steps(step_fn, count: int, start, u, consts, perturbed, cotangen
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _segmented_steps(step_fn, count: int, segment: int, start, u, *consts):
-    """`count` steps of `step_fn(k, u, *consts)` with a reverse pass of our own.
+def _segmented_steps(steps, count: int, segment: int, start, u, *consts):
+    """`count` steps of `step_fn(k, u, *consts)` with a reverse pass of our own,
+    `steps = (step_fn, quiet_step_fn)`: the second (the same step without side
+    effects such as progress reports) for the reverse pass.
 
     The forward sweep keeps the state at the start of each `segment` steps;
     the reverse pass recomputes one segment at a time and runs the steps'
@@ -356,7 +358,7 @@ def _segmented_steps(step_fn, count: int, segment: int, start, u, *consts):
     respect to u0: 0.10 instead of 0.22 ms per step). Reverse mode only:
     `jax.jvp` of a custom VJP is an error.
     """
-    return _segmented_forward(step_fn, count, segment, start, u, consts)[0]
+    return _segmented_forward(steps[0], count, segment, start, u, consts)[0]
 
 
 def _segmented_forward(step_fn, count, segment, start, u, consts):
@@ -365,18 +367,18 @@ def _segmented_forward(step_fn, count, segment, start, u, consts):
     return lax.scan(body, u, jnp.arange(count // segment, dtype=start.dtype))
 
 
-def _segmented_steps_fwd(step_fn, count, segment, start, u, *consts):
+def _segmented_steps_fwd(steps, count, segment, start, u, *consts):
     # Which inputs carry a cotangent, as the length (1 or 0) of an empty-valued
     # array: residuals hold arrays only, and their tree structure must not
     # depend on the pattern (JAX caches the forward rule per pattern but hands
     # the backward the residual structure of the last one traced).
     flags = tuple(np.zeros((1 if is_perturbed(c) else 0,), np.bool_) for c in consts)
     start, u, consts = primal_value((start, u, consts))
-    out, checkpoints = _segmented_forward(step_fn, count, segment, start, u, consts)
+    out, checkpoints = _segmented_forward(steps[0], count, segment, start, u, consts)
     return out, (start, checkpoints, consts, flags)
 
 
-def _segmented_steps_bwd(step_fn, count, segment, residuals, cotangent):
+def _segmented_steps_bwd(steps, count, segment, residuals, cotangent):
     start, checkpoints, consts, flags = residuals
     perturbed = [f.shape[0] > 0 for f in flags]
     cotangent = instantiate_zeros(cotangent)
@@ -385,7 +387,7 @@ def _segmented_steps_bwd(step_fn, count, segment, residuals, cotangent):
     def body(carry, xs):
         lam, total = carry
         j, checkpoint = xs
-        return _adjoint_of_steps(step_fn, segment, start + j * segment, checkpoint, consts, perturbed,
+        return _adjoint_of_steps(steps[1], segment, start + j * segment, checkpoint, consts, perturbed,
                                  lam, total), None
 
     cotangent, grads = lax.scan(body, (cotangent, grads),
@@ -413,7 +415,8 @@ def _nested_segment(count: int) -> int:
 
 def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | None,
                adjoint: str = "autodiff"):
-    """Apply `step_fn(k, u)` for k = start..start+count-1 under a checkpointing policy."""
+    """Apply `step_fn(k, u)` for k = start..start+count-1 under a checkpointing policy
+    (`step_fn(k, u, report=False)`: the same step without its progress report)."""
     if count == 0:
         return u
     if checkpoint == "none":
@@ -426,9 +429,15 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
         if adjoint == "reverse":
             start = jnp.asarray(start)
             converted, consts = _closure_convert(step_fn, start, u)
-            u = _segmented_steps(converted, outer * inner, inner, start, u, *consts)
+            # the backward pass steps without reporting progress: the same step
+            # closing over the same arrays, so the same consts serve both
+            quiet, quiet_consts = _closure_convert(functools.partial(step_fn, report=False), start, u)
+            if len(quiet_consts) != len(consts) or any(a is not b for a, b in zip(quiet_consts, consts)):
+                quiet = converted
+            steps = (converted, quiet)
+            u = _segmented_steps(steps, outer * inner, inner, start, u, *consts)
             if rest:
-                u = _segmented_steps(converted, rest, rest, start + outer * inner, u, *consts)
+                u = _segmented_steps(steps, rest, rest, start + outer * inner, u, *consts)
             return u
 
         @jax.checkpoint
@@ -552,7 +561,8 @@ def simulate(
             loop. It follows a direct call; inside an outer `jax.jit` the
             bar is opened and closed while tracing and shows nothing. Off by default, and then nothing is added to the program.
             Checkpointed gradients recompute steps, so the bar may revisit
-            them during a backward pass.
+            them during a backward pass (not with `adjoint="reverse"`, whose
+            backward pass steps without reporting).
 
         stepsize: `None` for fixed steps of `dt`, or `fd.Adaptive(rtol=..., atol=...)`
             with an embedded pair (`fd.Dopri5()`, `fd.BogackiShampine3()`):
@@ -708,11 +718,11 @@ def _simulate_impl(rhs, u0, args, stepper, *, t0, t1, dt, n_steps, save_steps, c
     # (a 512^2 heat gradient then took 670 instead of 330 us per step).
     uniform = abs((t1 - t0) / dt - n_steps) <= _STEP_TOL
 
-    def step_fn(k, u):
+    def step_fn(k, u, report=True):
         t = t0_a + k.astype(dtype) * dt_a
         h = dt_a if uniform else jnp.minimum(dt_a, t1_a - t)
         u = stepper.step(rhs, t, u, h, args)
-        if progress_every:
+        if progress_every and report:
             # A scalar branch per step; the host hears of every `progress_every`-th.
             jax.lax.cond((k + 1) % progress_every == 0,
                          lambda: jax.debug.callback(_report_progress, k + 1, ordered=False),
