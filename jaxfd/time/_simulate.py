@@ -253,29 +253,34 @@ _paired_steps.defjvp(_paired_steps_jvp, symbolic_zeros=True)
 
 
 def _closure_convert(fn, *example_args):
-    """`fn` with every value it closes over made an explicit trailing argument.
+    """`fn` with every traced value it closes over made an explicit trailing argument.
 
     The custom JVP and VJP of the loops must see the arrays a step closes
     over (coefficients in `args`, possibly being differentiated) as inputs.
     `jax.closure_convert` hoists only values it thinks could be perturbed
     and leaves the others, such as integer arrays in `args` or values
-    batched by an outer `vmap`, as constants of a traced function, where
-    they fail as leaked tracers; this hoists them all.
+    batched by an outer `vmap`, inside the converted function, where they
+    fail as leaked tracers; this hoists every tracer. Concrete values stay
+    constants of the program.
     """
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*example_args)
     in_tree = jax.tree_util.tree_structure(example_args)
     out_tree = jax.tree_util.tree_structure(out_shape)
-    count = len(closed.consts)
+    constants = list(closed.consts)
+    hoisted = [i for i, c in enumerate(constants) if isinstance(c, jax.core.Tracer)]
 
     def converted(*args_and_consts):
-        args, consts = args_and_consts[:len(args_and_consts) - count], args_and_consts[len(args_and_consts) - count:]
-        flat, tree = jax.tree_util.tree_flatten(tuple(args))
+        split = len(args_and_consts) - len(hoisted)
+        flat, tree = jax.tree_util.tree_flatten(tuple(args_and_consts[:split]))
         if tree != in_tree:
             raise TypeError(f"Expected arguments structured as {in_tree}, got {tree}.")
-        out = jaxpr_as_fun(ClosedJaxpr(closed.jaxpr, consts))(*flat)
+        values = list(constants)
+        for i, value in zip(hoisted, args_and_consts[split:]):
+            values[i] = value
+        out = jaxpr_as_fun(ClosedJaxpr(closed.jaxpr, values))(*flat)
         return jax.tree_util.tree_unflatten(out_tree, out)
 
-    return converted, list(closed.consts)
+    return converted, [constants[i] for i in hoisted]
 
 
 def _scan_steps(step_fn, u, start, count: int, checkpointed: bool = False):
