@@ -158,14 +158,6 @@ def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _closes_over_tracers(rhs, t0, u0, args) -> bool:
-    """Whether `rhs` closes over (or, as a module, holds) traced values, as when it is
-    built inside a jitted or differentiated function: the eager stability check cannot
-    run on those."""
-    consts = jax.make_jaxpr(lambda u: rhs(t0, u, args))(u0).consts
-    return any(isinstance(c, jax.core.Tracer) for c in consts)
-
-
 def _tree_isfinite(u):
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(u)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
@@ -478,8 +470,11 @@ def _run_steps(step_fn, u, start, count, checkpoint: str, checkpoints: int | Non
     )
 
 
-def _check_rhs(rhs, t0, u0, args):
-    out = eqx.filter_eval_shape(rhs, t0, u0, args)
+def _check_rhs(rhs, t0, u0, args) -> bool:
+    """Check that `rhs` returns the structure and shapes of `u0`; return whether it
+    closes over (or, as a module, holds) traced values, as when it is built inside a
+    jitted or differentiated function (the eager stability check cannot run then)."""
+    closed, out = jax.make_jaxpr(lambda u: rhs(t0, u, args), return_shape=True)(u0)
     s_in = jax.tree_util.tree_structure(u0)
     s_out = jax.tree_util.tree_structure(out)
     if s_in != s_out:
@@ -493,6 +488,7 @@ def _check_rhs(rhs, t0, u0, args):
                 f"rhs(t, u, args) returned a field of shape {b.shape} for a state of shape "
                 f"{a.shape}; du/dt must have the shape of u."
             )
+    return any(isinstance(c, jax.core.Tracer) for c in closed.consts)
 
 
 def _validate_times(t0, t1, dt):
@@ -614,11 +610,11 @@ def simulate(
         return _simulate_adaptive(rhs, u0, t0, t1, dt, stepper, args, saveat, checkpoint, checkpoints,
                                   throw, progress, stepsize)
     n_steps = max(0, math.ceil((t1 - t0) / dt - _STEP_TOL))
-    _check_rhs(rhs, t0, u0, args)
+    rhs_is_traced = _check_rhs(rhs, t0, u0, args)
     save_steps = _save_steps(saveat, t0, t1, dt, n_steps)
     if stability not in ("check", "ignore"):
         raise ValueError(f"Expected stability='check' or 'ignore', got {stability!r}.")
-    if stability == "check" and n_steps > 0 and _is_concrete((u0, args)) and not _closes_over_tracers(rhs, t0, u0, args):
+    if stability == "check" and n_steps > 0 and _is_concrete((u0, args)) and not rhs_is_traced:
         check_explicit_stability(stepper, rhs, t0, u0, args, min(dt, t1 - t0))
     _PROGRESS.start(n_steps if progress else 0)
     ts, us, failed = _simulate_impl(
